@@ -1,0 +1,219 @@
+//! `gigpo advantages`: advantages for trajectories in a JSON-lines file (SPEC §7).
+
+use crate::atomic::write_atomic;
+use anyhow::{bail, Context, Result};
+use gigpo_core::{
+    compute, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention, Diagnostics, Estimator,
+    Norm, StepAdvantage, StepInput,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Trajectories, one JSON object per line (`-` for standard input).
+    #[arg(long, short)]
+    input: PathBuf,
+    /// Where to write one line of per-step advantages per trajectory (`-` for standard output).
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Also write the diagnostics as one JSON object to this file.
+    #[arg(long)]
+    diagnostics: Option<PathBuf>,
+    /// Start from a preset's conventions: `paper` (default) or `verl-agent`.
+    #[arg(long)]
+    preset: Option<Convention>,
+    /// gigpo | grpo | rloo [default: gigpo]
+    #[arg(long = "advantage_estimator", alias = "advantage-estimator")]
+    estimator: Option<Estimator>,
+    /// Discount γ of the step returns [default: 0.95]
+    #[arg(long, allow_negative_numbers = true)]
+    gamma: Option<f64>,
+    /// Weight ω of the step advantage [default: 1.0]
+    #[arg(long = "gigpo_step_advantage_weight", alias = "gigpo-step-advantage-weight", allow_negative_numbers = true)]
+    step_advantage_weight: Option<f64>,
+    /// std | fixed [default: std; verl-agent: fixed]
+    #[arg(long)]
+    norm: Option<Norm>,
+    /// The constant F when --norm fixed [default: 1.0]
+    #[arg(long = "fixed_norm", alias = "fixed-norm", allow_negative_numbers = true)]
+    fixed_norm: Option<f64>,
+    /// additive | convex [default: additive]
+    #[arg(long)]
+    combine: Option<Combine>,
+    /// Penalty λ for steps whose action was invalid [default: 0.1]
+    #[arg(long = "invalid_action_penalty", alias = "invalid-action-penalty", allow_negative_numbers = true)]
+    invalid_action_penalty: Option<f64>,
+    /// Group text anchors whose similarity ratio is ≥ this threshold, in (0, 1) [default: exact]
+    #[arg(long = "anchor_similarity", alias = "anchor-similarity", allow_negative_numbers = true)]
+    anchor_similarity: Option<f64>,
+    /// ε added to the standard deviation [default: 1e-6]
+    #[arg(long, allow_negative_numbers = true)]
+    epsilon: Option<f64>,
+}
+
+impl Args {
+    fn config(&self) -> AdvantageConfig {
+        let mut cfg = match self.preset {
+            Some(Convention::VerlAgent) => AdvantageConfig::verl_agent(),
+            _ => AdvantageConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = self.$field { cfg.$field = v; })* };
+        }
+        set!(estimator, gamma, step_advantage_weight, norm, fixed_norm, combine, invalid_action_penalty, epsilon);
+        if self.anchor_similarity.is_some() {
+            cfg.anchor_similarity = self.anchor_similarity;
+        }
+        cfg
+    }
+}
+
+#[derive(Deserialize)]
+struct Line {
+    group: Value,
+    trajectory: Value,
+    steps: Vec<StepLine>,
+}
+
+#[derive(Deserialize)]
+struct StepLine {
+    anchor: String,
+    reward: f64,
+    #[serde(default = "yes")]
+    action_valid: bool,
+}
+
+/// One output line: the input's ids and a value set per step (SPEC §7).
+#[derive(Serialize)]
+struct OutputLine<'a> {
+    group: &'a Value,
+    trajectory: &'a Value,
+    steps: &'a [StepAdvantage],
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// A trajectory as read, with the line it came from.
+struct InputTrajectory {
+    line: usize,
+    group: Value,
+    trajectory: Value,
+    steps: Vec<StepLine>,
+}
+
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn read_input(path: &PathBuf) -> Result<String> {
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+    } else {
+        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    }
+    Ok(text)
+}
+
+fn parse(name: &str, text: &str) -> Result<Vec<InputTrajectory>> {
+    let mut out = Vec::new();
+    for (i, raw) in text.lines().enumerate() {
+        let line = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let l: Line = serde_json::from_str(raw).with_context(|| format!("{name} line {line}"))?;
+        for (field, v) in [("group", &l.group), ("trajectory", &l.trajectory)] {
+            if id_text(v).is_none() {
+                bail!("{name} line {line}: field `{field}` must be a string or a number, got {v}");
+            }
+        }
+        out.push(InputTrajectory { line, group: l.group, trajectory: l.trajectory, steps: l.steps });
+    }
+    if out.is_empty() {
+        bail!("{name}: no trajectories");
+    }
+    Ok(out)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let cfg = args.config();
+    cfg.validate()?;
+    let name = args.input.display().to_string();
+    let trajs = parse(&name, &read_input(&args.input)?)?;
+    let mut builder = BatchBuilder::new();
+    let mut lines: HashMap<(String, String), usize> = HashMap::new();
+    for t in &trajs {
+        let (g, id) = (id_text(&t.group).unwrap(), id_text(&t.trajectory).unwrap());
+        let steps = t.steps.iter().map(|s| StepInput {
+            anchor: &s.anchor,
+            reward: s.reward,
+            action_valid: s.action_valid,
+        });
+        builder
+            .push_trajectory(&g, &id, steps)
+            .with_context(|| format!("{name} line {}", t.line))?;
+        lines.insert((g, id), t.line);
+    }
+    let batch = builder.build();
+    let adv = compute(&batch, &cfg).map_err(|e| with_line(e, &name, &lines))?;
+    let mut out = Vec::new();
+    for (t, tr) in trajs.iter().zip(batch.trajectories()) {
+        let row = OutputLine { group: &t.group, trajectory: &t.trajectory, steps: &adv.steps[tr.steps.clone()] };
+        serde_json::to_writer(&mut out, &row)?;
+        out.push(b'\n');
+    }
+    if let Some(path) = &args.diagnostics {
+        let text = serde_json::to_vec_pretty(&adv.diagnostics)?;
+        write_atomic(path, &text)?;
+    }
+    if args.output.as_os_str() == "-" {
+        std::io::stdout().lock().write_all(&out)?;
+    } else {
+        write_atomic(&args.output, &out)?;
+    }
+    eprint!("{}", describe(&cfg, &adv.diagnostics));
+    Ok(())
+}
+
+fn with_line(e: AdvantageError, name: &str, lines: &HashMap<(String, String), usize>) -> anyhow::Error {
+    let key = match &e {
+        AdvantageError::NonFiniteReward { group, trajectory, .. }
+        | AdvantageError::EmptyTrajectory { group, trajectory } => Some((group.clone(), trajectory.clone())),
+        _ => None,
+    };
+    match key.and_then(|k| lines.get(&k)) {
+        Some(line) => anyhow::Error::new(e).context(format!("{name} line {line}")),
+        None => anyhow::Error::new(e).context(name.to_owned()),
+    }
+}
+
+/// The diagnostics as a few lines for a person.
+fn describe(cfg: &AdvantageConfig, d: &Diagnostics) -> String {
+    let sizes: Vec<String> = d.step_group_sizes.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    format!(
+        "estimator {} | {} groups, {} trajectories, {} steps\n\
+         step groups: {} (size:count {})\n\
+         steps in step groups of size >= 2: {:.1}%\n\
+         zero-variance step groups (size >= 2): {:.1}% | zero-variance episode groups: {:.1}%\n",
+        cfg.estimator,
+        d.episode_groups,
+        d.trajectories,
+        d.steps,
+        d.step_groups,
+        sizes.join(" "),
+        100.0 * d.step_group_share,
+        100.0 * d.zero_variance_step_group_share,
+        100.0 * d.zero_variance_episode_group_share,
+    )
+}

@@ -1,0 +1,38 @@
+//! `gigpo`: train language-model agents with Group-in-Group Policy Optimization.
+//!
+//! Each subcommand lives in its own module; this file only parses and dispatches.
+
+mod advantages;
+mod atomic;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "gigpo", version, about = "Train language-model agents with GiGPO")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compute GiGPO / GRPO / RLOO advantages for trajectories in a JSON-lines file.
+    Advantages(advantages::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Advantages(args) => advantages::run(args),
+    }
+}

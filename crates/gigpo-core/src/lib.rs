@@ -1,0 +1,36 @@
+//! The GiGPO advantage engine: pure functions over plain data, no tensors, no I/O.
+//!
+//! A [`Batch`] holds episode groups (trajectories that started from the same state), each
+//! trajectory a list of steps with an anchor key, a reward and an `action_valid` flag. [`compute`]
+//! returns, for every step, the combined advantage and its episode and step parts, the discounted
+//! return, and [`Diagnostics`] about the step groups. The estimators are GiGPO
+//! (arXiv 2505.10978), GRPO and RLOO, chosen by [`Estimator`]; every option and default is SPEC §1.
+//!
+//! ```
+//! use gigpo_core::{compute, AdvantageConfig, BatchBuilder, StepInput};
+//! let mut b = BatchBuilder::new();
+//! for (name, last) in [("a", 10.0), ("b", -0.1)] {
+//!     b.push_trajectory("level-7", name, [StepInput::new("start", -0.1), StepInput::new("mid", last)])
+//!         .unwrap();
+//! }
+//! let adv = compute(&b.build(), &AdvantageConfig::default()).unwrap();
+//! assert_eq!(adv.diagnostics.step_groups, 2);
+//! assert!(adv.steps[1].advantage > adv.steps[3].advantage);
+//! ```
+
+pub mod batch;
+pub mod config;
+pub mod diagnostics;
+pub mod error;
+pub mod estimate;
+pub mod grouping;
+pub mod ids;
+pub mod normalize;
+pub mod similarity;
+
+pub use batch::{AnchorTable, Batch, BatchBuilder, Group, Step, StepInput, Trajectory};
+pub use config::{AdvantageConfig, Combine, Convention, Estimator, Norm};
+pub use diagnostics::Diagnostics;
+pub use error::AdvantageError;
+pub use estimate::{compute, Advantages, StepAdvantage};
+pub use ids::{AnchorId, GroupId, StepGroupId, TrajId};

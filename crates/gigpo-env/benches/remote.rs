@@ -1,0 +1,2 @@
+//! Steps per second through each remote transport (filled in below).
+fn main() {}

@@ -1,0 +1,1 @@
+//! gigpo-train
