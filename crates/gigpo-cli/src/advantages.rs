@@ -3,8 +3,8 @@
 use crate::atomic::write_atomic;
 use anyhow::{bail, Context, Result};
 use gigpo_core::{
-    compute, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention, Diagnostics, Estimator,
-    Norm, StepAdvantage, StepInput,
+    compute, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention, Diagnostics,
+    Estimator, Norm, StepAdvantage, StepInput,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -33,22 +33,38 @@ pub struct Args {
     #[arg(long, allow_negative_numbers = true)]
     gamma: Option<f64>,
     /// Weight ω of the step advantage [default: 1.0]
-    #[arg(long = "gigpo_step_advantage_weight", alias = "gigpo-step-advantage-weight", allow_negative_numbers = true)]
+    #[arg(
+        long = "gigpo_step_advantage_weight",
+        alias = "gigpo-step-advantage-weight",
+        allow_negative_numbers = true
+    )]
     step_advantage_weight: Option<f64>,
     /// std | fixed [default: std; verl-agent: fixed]
     #[arg(long)]
     norm: Option<Norm>,
     /// The constant F when --norm fixed [default: 1.0]
-    #[arg(long = "fixed_norm", alias = "fixed-norm", allow_negative_numbers = true)]
+    #[arg(
+        long = "fixed_norm",
+        alias = "fixed-norm",
+        allow_negative_numbers = true
+    )]
     fixed_norm: Option<f64>,
     /// additive | convex [default: additive]
     #[arg(long)]
     combine: Option<Combine>,
     /// Penalty λ for steps whose action was invalid [default: 0.1]
-    #[arg(long = "invalid_action_penalty", alias = "invalid-action-penalty", allow_negative_numbers = true)]
+    #[arg(
+        long = "invalid_action_penalty",
+        alias = "invalid-action-penalty",
+        allow_negative_numbers = true
+    )]
     invalid_action_penalty: Option<f64>,
     /// Group text anchors whose similarity ratio is ≥ this threshold, in (0, 1) [default: exact]
-    #[arg(long = "anchor_similarity", alias = "anchor-similarity", allow_negative_numbers = true)]
+    #[arg(
+        long = "anchor_similarity",
+        alias = "anchor-similarity",
+        allow_negative_numbers = true
+    )]
     anchor_similarity: Option<f64>,
     /// ε added to the standard deviation [default: 1e-6]
     #[arg(long, allow_negative_numbers = true)]
@@ -64,7 +80,16 @@ impl Args {
         macro_rules! set {
             ($($field:ident),*) => { $(if let Some(v) = self.$field { cfg.$field = v; })* };
         }
-        set!(estimator, gamma, step_advantage_weight, norm, fixed_norm, combine, invalid_action_penalty, epsilon);
+        set!(
+            estimator,
+            gamma,
+            step_advantage_weight,
+            norm,
+            fixed_norm,
+            combine,
+            invalid_action_penalty,
+            epsilon
+        );
         if self.anchor_similarity.is_some() {
             cfg.anchor_similarity = self.anchor_similarity;
         }
@@ -118,9 +143,12 @@ fn id_text(v: &Value) -> Option<String> {
 fn read_input(path: &PathBuf) -> Result<String> {
     let mut text = String::new();
     if path.as_os_str() == "-" {
-        std::io::stdin().read_to_string(&mut text).context("reading standard input")?;
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .context("reading standard input")?;
     } else {
-        text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     }
     Ok(text)
 }
@@ -138,7 +166,12 @@ fn parse(name: &str, text: &str) -> Result<Vec<InputTrajectory>> {
                 bail!("{name} line {line}: field `{field}` must be a string or a number, got {v}");
             }
         }
-        out.push(InputTrajectory { line, group: l.group, trajectory: l.trajectory, steps: l.steps });
+        out.push(InputTrajectory {
+            line,
+            group: l.group,
+            trajectory: l.trajectory,
+            steps: l.steps,
+        });
     }
     if out.is_empty() {
         bail!("{name}: no trajectories");
@@ -169,7 +202,11 @@ pub fn run(args: Args) -> Result<()> {
     let adv = compute(&batch, &cfg).map_err(|e| with_line(e, &name, &lines))?;
     let mut out = Vec::new();
     for (t, tr) in trajs.iter().zip(batch.trajectories()) {
-        let row = OutputLine { group: &t.group, trajectory: &t.trajectory, steps: &adv.steps[tr.steps.clone()] };
+        let row = OutputLine {
+            group: &t.group,
+            trajectory: &t.trajectory,
+            steps: &adv.steps[tr.steps.clone()],
+        };
         serde_json::to_writer(&mut out, &row)?;
         out.push(b'\n');
     }
@@ -186,10 +223,18 @@ pub fn run(args: Args) -> Result<()> {
     Ok(())
 }
 
-fn with_line(e: AdvantageError, name: &str, lines: &HashMap<(String, String), usize>) -> anyhow::Error {
+fn with_line(
+    e: AdvantageError,
+    name: &str,
+    lines: &HashMap<(String, String), usize>,
+) -> anyhow::Error {
     let key = match &e {
-        AdvantageError::NonFiniteReward { group, trajectory, .. }
-        | AdvantageError::EmptyTrajectory { group, trajectory } => Some((group.clone(), trajectory.clone())),
+        AdvantageError::NonFiniteReward {
+            group, trajectory, ..
+        }
+        | AdvantageError::EmptyTrajectory { group, trajectory } => {
+            Some((group.clone(), trajectory.clone()))
+        }
         _ => None,
     };
     match key.and_then(|k| lines.get(&k)) {
@@ -200,7 +245,11 @@ fn with_line(e: AdvantageError, name: &str, lines: &HashMap<(String, String), us
 
 /// The diagnostics as a few lines for a person.
 fn describe(cfg: &AdvantageConfig, d: &Diagnostics) -> String {
-    let sizes: Vec<String> = d.step_group_sizes.iter().map(|(s, n)| format!("{s}:{n}")).collect();
+    let sizes: Vec<String> = d
+        .step_group_sizes
+        .iter()
+        .map(|(s, n)| format!("{s}:{n}"))
+        .collect();
     format!(
         "estimator {} | {} groups, {} trajectories, {} steps\n\
          step groups: {} (size:count {})\n\

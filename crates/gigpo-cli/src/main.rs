@@ -8,7 +8,11 @@ mod atomic;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "gigpo", version, about = "Train language-model agents with GiGPO")]
+#[command(
+    name = "gigpo",
+    version,
+    about = "Train language-model agents with GiGPO"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

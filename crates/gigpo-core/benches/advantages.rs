@@ -21,14 +21,26 @@ fn synthetic(groups: usize, trajs: usize, steps: usize, distinct: f64, seed: u64
             let mut list = Vec::with_capacity(steps);
             for _ in 0..steps {
                 if seen.is_empty() || rng.random::<f64>() < distinct {
-                    seen.push(format!("# # # # # #\n# _ _ P _ #\n# _ X _ O #\ngroup {g} state {}", seen.len()));
+                    seen.push(format!(
+                        "# # # # # #\n# _ _ P _ #\n# _ X _ O #\ngroup {g} state {}",
+                        seen.len()
+                    ));
                 }
                 let a = seen[rng.random_range(0..seen.len())].clone();
-                let r = if rng.random::<f64>() < 0.05 { 10.0 } else { -0.1 };
+                let r = if rng.random::<f64>() < 0.05 {
+                    10.0
+                } else {
+                    -0.1
+                };
                 list.push((a, r, rng.random::<f64>() > 0.05));
             }
-            let inputs = list.iter().map(|(a, r, v)| StepInput { anchor: a, reward: *r, action_valid: *v });
-            b.push_trajectory(&format!("g{g}"), &format!("t{t}"), inputs).unwrap();
+            let inputs = list.iter().map(|(a, r, v)| StepInput {
+                anchor: a,
+                reward: *r,
+                action_valid: *v,
+            });
+            b.push_trajectory(&format!("g{g}"), &format!("t{t}"), inputs)
+                .unwrap();
         }
     }
     b.build()
@@ -43,25 +55,40 @@ fn bench_compute(c: &mut Criterion) {
             group.throughput(Throughput::Elements(batch.num_steps() as u64));
             let id = BenchmarkId::new(label, format!("{}%distinct", (distinct * 100.0) as u32));
             let cfg = AdvantageConfig::default();
-            group.bench_with_input(id, &batch, |b, batch| b.iter(|| compute(black_box(batch), &cfg).unwrap()));
+            group.bench_with_input(id, &batch, |b, batch| {
+                b.iter(|| compute(black_box(batch), &cfg).unwrap())
+            });
         }
     }
     group.finish();
 }
 
+/// (group, trajectory, steps as (anchor, reward, action_valid)).
+type OwnedTrajectory = (String, String, Vec<(String, f64, bool)>);
+
 fn bench_build(c: &mut Criterion) {
     let mut group = c.benchmark_group("build+compute");
     group.sample_size(10);
     let batch = synthetic(128, 8, 50, 0.1, 7);
-    let texts: Vec<(String, String, Vec<(String, f64, bool)>)> = batch
+    let texts: Vec<OwnedTrajectory> = batch
         .trajectories()
         .iter()
         .map(|t| {
             let steps = batch.steps()[t.steps.clone()]
                 .iter()
-                .map(|s| (batch.anchors().text(s.anchor).to_owned(), s.reward, s.action_valid))
+                .map(|s| {
+                    (
+                        batch.anchors().text(s.anchor).to_owned(),
+                        s.reward,
+                        s.action_valid,
+                    )
+                })
                 .collect();
-            (batch.groups()[t.group.index()].name.clone(), t.name.clone(), steps)
+            (
+                batch.groups()[t.group.index()].name.clone(),
+                t.name.clone(),
+                steps,
+            )
         })
         .collect();
     group.throughput(Throughput::Elements(batch.num_steps() as u64));
@@ -69,7 +96,11 @@ fn bench_build(c: &mut Criterion) {
         b.iter(|| {
             let mut bb = BatchBuilder::new();
             for (g, t, steps) in &texts {
-                let inputs = steps.iter().map(|(a, r, v)| StepInput { anchor: a, reward: *r, action_valid: *v });
+                let inputs = steps.iter().map(|(a, r, v)| StepInput {
+                    anchor: a,
+                    reward: *r,
+                    action_valid: *v,
+                });
                 bb.push_trajectory(g, t, inputs).unwrap();
             }
             compute(&bb.build(), &AdvantageConfig::default()).unwrap()
@@ -84,9 +115,14 @@ fn bench_similarity(c: &mut Criterion) {
     for distinct in [0.1, 0.9] {
         let batch = synthetic(16, 8, 50, distinct, 7);
         group.throughput(Throughput::Elements(batch.num_steps() as u64));
-        let cfg = AdvantageConfig { anchor_similarity: Some(0.95), ..Default::default() };
+        let cfg = AdvantageConfig {
+            anchor_similarity: Some(0.95),
+            ..Default::default()
+        };
         let id = BenchmarkId::new("16x8x50", format!("{}%distinct", (distinct * 100.0) as u32));
-        group.bench_with_input(id, &batch, |b, batch| b.iter(|| compute(black_box(batch), &cfg).unwrap()));
+        group.bench_with_input(id, &batch, |b, batch| {
+            b.iter(|| compute(black_box(batch), &cfg).unwrap())
+        });
     }
     group.finish();
 }

@@ -42,12 +42,20 @@ pub struct StepInput<'a> {
 impl<'a> StepInput<'a> {
     /// A step with a valid action.
     pub fn new(anchor: &'a str, reward: f64) -> Self {
-        Self { anchor, reward, action_valid: true }
+        Self {
+            anchor,
+            reward,
+            action_valid: true,
+        }
     }
 
     /// A step whose action could not be parsed.
     pub fn invalid(anchor: &'a str, reward: f64) -> Self {
-        Self { anchor, reward, action_valid: false }
+        Self {
+            anchor,
+            reward,
+            action_valid: false,
+        }
     }
 }
 
@@ -123,7 +131,10 @@ impl BatchBuilder {
             return Ok(id);
         }
         let id = GroupId(checked_u32(self.batch.groups.len(), "groups")?);
-        self.batch.groups.push(Group { name: name.to_owned(), trajectories: Vec::new() });
+        self.batch.groups.push(Group {
+            name: name.to_owned(),
+            trajectories: Vec::new(),
+        });
         self.group_ids.insert(name.to_owned(), id);
         Ok(id)
     }
@@ -155,11 +166,19 @@ impl BatchBuilder {
         let start = self.batch.steps.len();
         for s in steps {
             let anchor = self.batch.anchors.intern(s.anchor);
-            self.batch.steps.push(Step { anchor, reward: s.reward, action_valid: s.action_valid });
+            self.batch.steps.push(Step {
+                anchor,
+                reward: s.reward,
+                action_valid: s.action_valid,
+            });
         }
         checked_u32(self.batch.steps.len(), "steps")?;
         let range = start..self.batch.steps.len();
-        self.batch.trajectories.push(Trajectory { name: trajectory.to_owned(), group: gid, steps: range });
+        self.batch.trajectories.push(Trajectory {
+            name: trajectory.to_owned(),
+            group: gid,
+            steps: range,
+        });
         self.batch.groups[gid.index()].trajectories.push(tid);
         Ok(tid)
     }
@@ -171,7 +190,10 @@ impl BatchBuilder {
 }
 
 fn checked_u32(n: usize, what: &'static str) -> Result<u32, AdvantageError> {
-    u32::try_from(n).map_err(|_| AdvantageError::TooLarge { what, limit: u32::MAX as u64 })
+    u32::try_from(n).map_err(|_| AdvantageError::TooLarge {
+        what,
+        limit: u32::MAX as u64,
+    })
 }
 
 /// Episode groups of trajectories of steps, with interned anchors.

@@ -135,25 +135,45 @@ impl Default for AdvantageConfig {
 impl AdvantageConfig {
     /// The `verl-agent` compatibility preset (SPEC §1.9): its conventions and `norm = fixed`.
     pub fn verl_agent() -> Self {
-        Self { convention: Convention::VerlAgent, norm: Norm::Fixed, ..Self::default() }
+        Self {
+            convention: Convention::VerlAgent,
+            norm: Norm::Fixed,
+            ..Self::default()
+        }
     }
 
     /// Check every value against its allowed range (SPEC §1.11).
     pub fn validate(&self) -> Result<(), AdvantageError> {
         let bad = |field, value, requirement| {
-            Err(AdvantageError::InvalidConfig { field, value, requirement })
+            Err(AdvantageError::InvalidConfig {
+                field,
+                value,
+                requirement,
+            })
         };
         if !(0.0..=1.0).contains(&self.gamma) {
             return bad("gamma", self.gamma, "must be in [0, 1]");
         }
         if !(self.step_advantage_weight >= 0.0 && self.step_advantage_weight.is_finite()) {
-            return bad("step_advantage_weight", self.step_advantage_weight, "must be finite and >= 0");
+            return bad(
+                "step_advantage_weight",
+                self.step_advantage_weight,
+                "must be finite and >= 0",
+            );
         }
         if self.combine == Combine::Convex && self.step_advantage_weight > 1.0 {
-            return bad("step_advantage_weight", self.step_advantage_weight, "must be <= 1 with combine = convex");
+            return bad(
+                "step_advantage_weight",
+                self.step_advantage_weight,
+                "must be <= 1 with combine = convex",
+            );
         }
         if !self.invalid_action_penalty.is_finite() {
-            return bad("invalid_action_penalty", self.invalid_action_penalty, "must be finite");
+            return bad(
+                "invalid_action_penalty",
+                self.invalid_action_penalty,
+                "must be finite",
+            );
         }
         if !(self.fixed_norm > 0.0 && self.fixed_norm.is_finite()) {
             return bad("fixed_norm", self.fixed_norm, "must be finite and > 0");

@@ -68,25 +68,39 @@ pub fn compute(batch: &Batch, cfg: &AdvantageConfig) -> Result<Advantages, Advan
         })
         .collect();
     let diagnostics = diagnostics(batch, &step_stats, &scores);
-    Ok(Advantages { steps, step_group, diagnostics })
+    Ok(Advantages {
+        steps,
+        step_group,
+        diagnostics,
+    })
 }
 
 fn validate_batch(batch: &Batch) -> Result<(), AdvantageError> {
     for g in batch.groups() {
         if g.trajectories.is_empty() {
-            return Err(AdvantageError::EmptyGroup { group: g.name.clone() });
+            return Err(AdvantageError::EmptyGroup {
+                group: g.name.clone(),
+            });
         }
     }
     for t in batch.trajectories() {
         if t.steps.is_empty() {
             let group = batch.groups()[t.group.index()].name.clone();
-            return Err(AdvantageError::EmptyTrajectory { group, trajectory: t.name.clone() });
+            return Err(AdvantageError::EmptyTrajectory {
+                group,
+                trajectory: t.name.clone(),
+            });
         }
     }
     if let Some(i) = batch.steps().iter().position(|s| !s.reward.is_finite()) {
         let (group, trajectory, step) = batch.locate(i);
         let value = batch.steps()[i].reward;
-        return Err(AdvantageError::NonFiniteReward { group, trajectory, step, value });
+        return Err(AdvantageError::NonFiniteReward {
+            group,
+            trajectory,
+            step,
+            value,
+        });
     }
     Ok(())
 }
@@ -128,16 +142,17 @@ fn returns_and_scores(batch: &Batch, cfg: &AdvantageConfig) -> (Vec<f64>, Vec<f6
 }
 
 fn norm_rule(cfg: &AdvantageConfig, singleton: Singleton) -> NormRule {
-    NormRule { norm: cfg.norm, fixed: cfg.fixed_norm, epsilon: cfg.epsilon, singleton }
+    NormRule {
+        norm: cfg.norm,
+        fixed: cfg.fixed_norm,
+        epsilon: cfg.epsilon,
+        singleton,
+    }
 }
 
 /// The episode-level advantage of every step (constant over a trajectory except under the
 /// verl-agent convention, where each step row carries its own penalised score).
-fn episode_advantages(
-    batch: &Batch,
-    cfg: &AdvantageConfig,
-    scores: &[f64],
-) -> Vec<f64> {
+fn episode_advantages(batch: &Batch, cfg: &AdvantageConfig, scores: &[f64]) -> Vec<f64> {
     let groups: Vec<u32> = batch.trajectories().iter().map(|t| t.group.0).collect();
     let per_traj = match (cfg.estimator, cfg.convention) {
         (Estimator::Rloo, _) => rloo(&groups, scores, batch.groups().len()),
@@ -145,7 +160,13 @@ fn episode_advantages(
             // Eq. 3: A^E(τ_i) = (R(τ_i) − mean) / F over the N trajectories of the group.
             let stats = group_stats(&groups, scores, batch.groups().len());
             let mut out = vec![0.0; scores.len()];
-            normalize(&groups, scores, &stats, norm_rule(cfg, Singleton::Zero), &mut out);
+            normalize(
+                &groups,
+                scores,
+                &stats,
+                norm_rule(cfg, Singleton::Zero),
+                &mut out,
+            );
             out
         }
         (_, Convention::VerlAgent) => return verl_episode_advantages(batch, cfg),
@@ -193,7 +214,13 @@ fn verl_episode_advantages(batch: &Batch, cfg: &AdvantageConfig) -> Vec<f64> {
     }
     let stats = group_stats(&keys, &row_scores, batch.groups().len());
     let mut out = vec![0.0; row_scores.len()];
-    normalize(&keys, &row_scores, &stats, norm_rule(cfg, Singleton::Raw), &mut out);
+    normalize(
+        &keys,
+        &row_scores,
+        &stats,
+        norm_rule(cfg, Singleton::Raw),
+        &mut out,
+    );
     out
 }
 
@@ -225,13 +252,22 @@ fn diagnostics(batch: &Batch, step_stats: &GroupStats, scores: &[f64]) -> Diagno
     let groups: Vec<u32> = batch.trajectories().iter().map(|t| t.group.0).collect();
     let ep = group_stats(&groups, scores, batch.groups().len());
     let ep_multi = ep.count.iter().filter(|&&n| n >= 2).count();
-    let ep_flat = ep.count.iter().zip(&ep.all_equal).filter(|(&n, &f)| n >= 2 && f).count();
+    let ep_flat = ep
+        .count
+        .iter()
+        .zip(&ep.all_equal)
+        .filter(|(&n, &f)| n >= 2 && f)
+        .count();
     Diagnostics {
         episode_groups: batch.groups().len(),
         trajectories: batch.trajectories().len(),
         steps: batch.num_steps(),
         step_groups: step_stats.count.len(),
-        step_group_sizes: histogram.into_iter().enumerate().filter(|&(_, c)| c > 0).collect(),
+        step_group_sizes: histogram
+            .into_iter()
+            .enumerate()
+            .filter(|&(_, c)| c > 0)
+            .collect(),
         step_group_share: share(shared_steps, batch.num_steps()),
         zero_variance_step_group_share: share(multi_flat, multi),
         zero_variance_episode_group_share: share(ep_flat, ep_multi),

@@ -35,7 +35,11 @@ pub fn step_groups(batch: &Batch, similarity: Option<f64>) -> (Vec<StepGroupId>,
                     slot[a] = match similarity {
                         None => take(&mut next),
                         Some(threshold) => {
-                            let text: Vec<char> = batch.anchors().text(batch.steps()[s].anchor).chars().collect();
+                            let text: Vec<char> = batch
+                                .anchors()
+                                .text(batch.steps()[s].anchor)
+                                .chars()
+                                .collect();
                             match find_cluster(&clusters, &text, threshold) {
                                 Some(c) => cluster_ids[c],
                                 None => {
@@ -67,7 +71,7 @@ fn take(next: &mut u32) -> u32 {
 /// The first cluster whose representative is similar enough to `text`, as difflib compares
 /// `SequenceMatcher(None, text, representative)`.
 fn find_cluster(clusters: &[Matcher], text: &[char], threshold: f64) -> Option<usize> {
-    clusters
-        .iter()
-        .position(|rep| length_bound(text.len(), rep.len()) >= threshold && rep.ratio(text) >= threshold)
+    clusters.iter().position(|rep| {
+        length_bound(text.len(), rep.len()) >= threshold && rep.ratio(text) >= threshold
+    })
 }

@@ -52,7 +52,12 @@ pub fn group_stats(keys: &[u32], values: &[f64], num_groups: usize) -> GroupStat
         min: f64,
         max: f64,
     }
-    let empty = Acc { n: 0, sum: 0.0, min: f64::INFINITY, max: f64::NEG_INFINITY };
+    let empty = Acc {
+        n: 0,
+        sum: 0.0,
+        min: f64::INFINITY,
+        max: f64::NEG_INFINITY,
+    };
     let mut acc = vec![empty; num_groups];
     for (&k, &v) in keys.iter().zip(values) {
         let a = &mut acc[k as usize];
@@ -70,7 +75,13 @@ pub fn group_stats(keys: &[u32], values: &[f64], num_groups: usize) -> GroupStat
     let std = sq
         .iter()
         .zip(&acc)
-        .map(|(s, a)| if a.n > 1 { (s / (a.n - 1) as f64).sqrt() } else { 0.0 })
+        .map(|(s, a)| {
+            if a.n > 1 {
+                (s / (a.n - 1) as f64).sqrt()
+            } else {
+                0.0
+            }
+        })
         .collect();
     GroupStats {
         count: acc.iter().map(|a| a.n).collect(),
@@ -84,7 +95,13 @@ pub fn group_stats(keys: &[u32], values: &[f64], num_groups: usize) -> GroupStat
 ///
 /// A group of one follows `rule.singleton`; a group whose values are all exactly equal gives
 /// exactly 0 (tested by equality, never by dividing a rounding residue by ε).
-pub fn normalize(keys: &[u32], values: &[f64], stats: &GroupStats, rule: NormRule, out: &mut [f64]) {
+pub fn normalize(
+    keys: &[u32],
+    values: &[f64],
+    stats: &GroupStats,
+    rule: NormRule,
+    out: &mut [f64],
+) {
     for ((o, &k), &v) in out.iter_mut().zip(keys).zip(values) {
         let k = k as usize;
         *o = if stats.count[k] == 1 {

@@ -114,7 +114,12 @@ impl Matcher {
                     if j >= bhi {
                         break;
                     }
-                    let k = j.checked_sub(1).and_then(|p| run.get(&p)).copied().unwrap_or(0) + 1;
+                    let k = j
+                        .checked_sub(1)
+                        .and_then(|p| run.get(&p))
+                        .copied()
+                        .unwrap_or(0)
+                        + 1;
                     next.insert(j, k);
                     if k > best {
                         best_i = i + 1 - k;

@@ -15,7 +15,11 @@ struct Traj {
 fn build(trajs: &[Traj]) -> Batch {
     let mut b = BatchBuilder::new();
     for t in trajs {
-        let steps = t.steps.iter().map(|(a, r, v)| StepInput { anchor: a, reward: *r, action_valid: *v });
+        let steps = t.steps.iter().map(|(a, r, v)| StepInput {
+            anchor: a,
+            reward: *r,
+            action_valid: *v,
+        });
         b.push_trajectory(&t.group, &t.name, steps).unwrap();
     }
     b.build()
@@ -49,7 +53,11 @@ fn relative(x: f64, xs: &[f64], cfg: &AdvantageConfig, raw_singleton: bool) -> f
 }
 
 fn pen(cfg: &AdvantageConfig, valid: bool) -> f64 {
-    if valid { 0.0 } else { cfg.invalid_action_penalty }
+    if valid {
+        0.0
+    } else {
+        cfg.invalid_action_penalty
+    }
 }
 
 /// R_t = Σ_{k≥t} γ^{k−t} r_k, summed forwards.
@@ -60,7 +68,11 @@ fn ret(t: &Traj, i: usize, cfg: &AdvantageConfig) -> f64 {
         let r = if verl { *r } else { r - pen(cfg, *v) };
         total += cfg.gamma.powi((k - i) as i32) * r;
     }
-    if verl { total - pen(cfg, t.steps[i].2) } else { total }
+    if verl {
+        total - pen(cfg, t.steps[i].2)
+    } else {
+        total
+    }
 }
 
 fn score(t: &Traj, cfg: &AdvantageConfig) -> f64 {
@@ -75,8 +87,11 @@ fn naive(trajs: &[Traj], cfg: &AdvantageConfig) -> Vec<StepAdvantage> {
         for i in 0..t.steps.len() {
             let episode = match (cfg.estimator, cfg.convention) {
                 (Estimator::Rloo, _) => {
-                    let others: Vec<f64> =
-                        peers.iter().filter(|u| u.name != t.name).map(|u| score(u, cfg)).collect();
+                    let others: Vec<f64> = peers
+                        .iter()
+                        .filter(|u| u.name != t.name)
+                        .map(|u| score(u, cfg))
+                        .collect();
                     let all: Vec<f64> = peers.iter().map(|u| score(u, cfg)).collect();
                     if others.is_empty() || all.iter().all(|&x| x == all[0]) {
                         0.0
@@ -105,14 +120,23 @@ fn naive(trajs: &[Traj], cfg: &AdvantageConfig) -> Vec<StepAdvantage> {
                 .filter(|(u, k)| clusters[&(u.name.clone(), *k)] == mine)
                 .map(|(u, k)| ret(u, k, cfg))
                 .collect();
-            let step = if cfg.estimator == Estimator::Gigpo { relative(r, &members, cfg, false) } else { 0.0 };
+            let step = if cfg.estimator == Estimator::Gigpo {
+                relative(r, &members, cfg, false)
+            } else {
+                0.0
+            };
             let w = cfg.step_advantage_weight;
             let advantage = match (cfg.estimator, cfg.combine) {
                 (Estimator::Gigpo, Combine::Additive) => episode + w * step,
                 (Estimator::Gigpo, Combine::Convex) => w * episode + (1.0 - w) * step,
                 _ => episode,
             };
-            out.push(StepAdvantage { advantage, episode_advantage: episode, step_advantage: step, ret: r });
+            out.push(StepAdvantage {
+                advantage,
+                episode_advantage: episode,
+                step_advantage: step,
+                ret: r,
+            });
         }
     }
     out
@@ -171,7 +195,11 @@ fn trajs() -> impl Strategy<Value = Vec<Traj>> {
         let mut out = Vec::new();
         for (g, group) in groups.into_iter().enumerate() {
             for (i, steps) in group.into_iter().enumerate() {
-                out.push(Traj { group: format!("g{g}"), name: format!("t{i}"), steps });
+                out.push(Traj {
+                    group: format!("g{g}"),
+                    name: format!("t{i}"),
+                    steps,
+                });
             }
         }
         out
@@ -180,7 +208,11 @@ fn trajs() -> impl Strategy<Value = Vec<Traj>> {
 
 fn config() -> impl Strategy<Value = AdvantageConfig> {
     (
-        prop_oneof![Just(Estimator::Gigpo), Just(Estimator::Grpo), Just(Estimator::Rloo)],
+        prop_oneof![
+            Just(Estimator::Gigpo),
+            Just(Estimator::Grpo),
+            Just(Estimator::Rloo)
+        ],
         prop_oneof![Just(Norm::Std), Just(Norm::Fixed)],
         prop_oneof![Just(Combine::Additive), Just(Combine::Convex)],
         prop_oneof![Just(Convention::Paper), Just(Convention::VerlAgent)],
@@ -189,18 +221,20 @@ fn config() -> impl Strategy<Value = AdvantageConfig> {
         prop_oneof![Just(None), (0.3..0.95f64).prop_map(Some)],
         prop_oneof![Just(0.1), Just(0.0), 0.0..1.0f64],
     )
-        .prop_map(|(estimator, norm, combine, convention, gamma, w, sim, pen)| AdvantageConfig {
-            estimator,
-            norm,
-            combine,
-            convention,
-            gamma,
-            step_advantage_weight: w,
-            anchor_similarity: sim,
-            invalid_action_penalty: pen,
-            fixed_norm: 1.0,
-            ..AdvantageConfig::default()
-        })
+        .prop_map(
+            |(estimator, norm, combine, convention, gamma, w, sim, pen)| AdvantageConfig {
+                estimator,
+                norm,
+                combine,
+                convention,
+                gamma,
+                step_advantage_weight: w,
+                anchor_similarity: sim,
+                invalid_action_penalty: pen,
+                fixed_norm: 1.0,
+                ..AdvantageConfig::default()
+            },
+        )
 }
 
 fn close(a: f64, b: f64) -> bool {

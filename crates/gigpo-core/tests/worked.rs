@@ -8,10 +8,17 @@ fn close(a: f64, b: f64) -> bool {
     (a - b).abs() < 1e-9
 }
 
-fn batch(trajs: &[(&str, &str, &[(&str, f64, bool)])]) -> Batch {
+/// Steps as (anchor, reward, action_valid).
+type Steps<'a> = &'a [(&'a str, f64, bool)];
+
+fn batch(trajs: &[(&str, &str, Steps)]) -> Batch {
     let mut b = BatchBuilder::new();
     for (g, t, steps) in trajs {
-        let steps = steps.iter().map(|&(a, r, v)| StepInput { anchor: a, reward: r, action_valid: v });
+        let steps = steps.iter().map(|&(a, r, v)| StepInput {
+            anchor: a,
+            reward: r,
+            action_valid: v,
+        });
         b.push_trajectory(g, t, steps).unwrap();
     }
     b.build()
@@ -21,13 +28,32 @@ fn batch(trajs: &[(&str, &str, &[(&str, f64, bool)])]) -> Batch {
 /// success later, and failure. Their step advantages must rank in that order.
 #[test]
 fn web_page_example_ranks_actions() {
-    let soon: &[(&str, f64, bool)] = &[("home", 0.0, true), ("results", 0.0, true), ("item-1", 1.0, true)];
-    let later: &[(&str, f64, bool)] =
-        &[("home", 0.0, true), ("results", 0.0, true), ("item-2", 0.0, true), ("item-1", 1.0, true)];
-    let fail: &[(&str, f64, bool)] =
-        &[("home", 0.0, true), ("results", 0.0, true), ("page-2", 0.0, true), ("page-2b", 0.0, true)];
-    let b = batch(&[("q", "soon", soon), ("q", "later", later), ("q", "fail", fail)]);
-    let cfg = AdvantageConfig { gamma: 0.95, ..AdvantageConfig::default() };
+    let soon: &[(&str, f64, bool)] = &[
+        ("home", 0.0, true),
+        ("results", 0.0, true),
+        ("item-1", 1.0, true),
+    ];
+    let later: &[(&str, f64, bool)] = &[
+        ("home", 0.0, true),
+        ("results", 0.0, true),
+        ("item-2", 0.0, true),
+        ("item-1", 1.0, true),
+    ];
+    let fail: &[(&str, f64, bool)] = &[
+        ("home", 0.0, true),
+        ("results", 0.0, true),
+        ("page-2", 0.0, true),
+        ("page-2b", 0.0, true),
+    ];
+    let b = batch(&[
+        ("q", "soon", soon),
+        ("q", "later", later),
+        ("q", "fail", fail),
+    ]);
+    let cfg = AdvantageConfig {
+        gamma: 0.95,
+        ..AdvantageConfig::default()
+    };
     let adv = compute(&b, &cfg).unwrap();
     let at_results = [1, 4, 8].map(|i| adv.steps[i]);
     // R_t at the results page: 0.95·1, 0.95²·1, 0.
@@ -50,10 +76,19 @@ fn web_page_example_ranks_actions() {
 fn group_of_one_and_all_equal_give_exactly_zero() {
     // 0.1 three times: the float mean is not exactly 0.1, but the advantage must be exactly 0.
     let same: &[(&str, f64, bool)] = &[("s", 0.1, true)];
-    let b = batch(&[("alone", "t", same), ("eq", "a", same), ("eq", "b", same), ("eq", "c", same)]);
+    let b = batch(&[
+        ("alone", "t", same),
+        ("eq", "a", same),
+        ("eq", "b", same),
+        ("eq", "c", same),
+    ]);
     for estimator in [Estimator::Gigpo, Estimator::Grpo, Estimator::Rloo] {
         for norm in [Norm::Std, Norm::Fixed] {
-            let cfg = AdvantageConfig { estimator, norm, ..AdvantageConfig::default() };
+            let cfg = AdvantageConfig {
+                estimator,
+                norm,
+                ..AdvantageConfig::default()
+            };
             let adv = compute(&b, &cfg).unwrap();
             for s in &adv.steps {
                 assert_eq!(s.advantage, 0.0, "{estimator:?} {norm:?}");
@@ -66,7 +101,12 @@ fn group_of_one_and_all_equal_give_exactly_zero() {
 
 #[test]
 fn revisits_join_one_step_group() {
-    let looped: &[(&str, f64, bool)] = &[("x", 0.0, true), ("y", 0.0, true), ("x", 0.0, true), ("g", 1.0, true)];
+    let looped: &[(&str, f64, bool)] = &[
+        ("x", 0.0, true),
+        ("y", 0.0, true),
+        ("x", 0.0, true),
+        ("g", 1.0, true),
+    ];
     let other: &[(&str, f64, bool)] = &[("x", 0.0, true), ("z", 0.0, true)];
     let b = batch(&[("g", "loop", looped), ("g", "other", other)]);
     let adv = compute(&b, &AdvantageConfig::default()).unwrap();
@@ -106,7 +146,11 @@ fn rloo_leave_one_out() {
     let r = |x: f64| -> Vec<(&'static str, f64, bool)> { vec![("s", x, true)] };
     let (a, b_, c) = (r(1.0), r(0.0), r(4.0));
     let b = batch(&[("g", "a", &a), ("g", "b", &b_), ("g", "c", &c)]);
-    let cfg = AdvantageConfig { estimator: Estimator::Rloo, invalid_action_penalty: 0.0, ..Default::default() };
+    let cfg = AdvantageConfig {
+        estimator: Estimator::Rloo,
+        invalid_action_penalty: 0.0,
+        ..Default::default()
+    };
     let adv = compute(&b, &cfg).unwrap();
     // 1 − (0+4)/2 = −1; 0 − (1+4)/2 = −2.5; 4 − (1+0)/2 = 3.5
     assert!(close(adv.steps[0].advantage, -1.0));
@@ -131,7 +175,10 @@ fn fixed_norm_and_convex_combine() {
     assert!(close(adv.steps[0].episode_advantage, 0.25));
     assert!(close(adv.steps[0].step_advantage, 0.2375));
     assert!(close(adv.steps[0].advantage, 0.25 * 0.25 + 0.75 * 0.2375));
-    assert!(close(adv.steps[2].advantage, -(0.25 * 0.25 + 0.75 * 0.2375)));
+    assert!(close(
+        adv.steps[2].advantage,
+        -(0.25 * 0.25 + 0.75 * 0.2375)
+    ));
     // The second steps are in groups of one: A^S = 0, A = ω·A^E.
     assert!(close(adv.steps[1].advantage, 0.0625));
 }
@@ -169,7 +216,10 @@ fn paper_convention_on_the_same_example_differs() {
     let t1: &[(&str, f64, bool)] = &[("A", -0.1, false), ("A", -0.1, true)];
     let h: &[(&str, f64, bool)] = &[("Z", 1.0, true)];
     let b = batch(&[("g", "t0", t0), ("g", "t1", t1), ("h", "only", h)]);
-    let cfg = AdvantageConfig { norm: Norm::Fixed, ..Default::default() };
+    let cfg = AdvantageConfig {
+        norm: Norm::Fixed,
+        ..Default::default()
+    };
     let adv = compute(&b, &cfg).unwrap();
     // Scores over trajectories: 10.8 and −0.3 (penalised), mean 5.25; the lone group gives 0.
     assert!(close(adv.steps[0].episode_advantage, 5.55));
@@ -204,7 +254,10 @@ fn errors_name_group_trajectory_and_step() {
     let b = batch(&[("g7", "t3", bad)]);
     let err = compute(&b, &AdvantageConfig::default()).unwrap_err();
     let msg = err.to_string();
-    assert!(msg.contains("\"g7\"") && msg.contains("\"t3\"") && msg.contains("step 1"), "{msg}");
+    assert!(
+        msg.contains("\"g7\"") && msg.contains("\"t3\"") && msg.contains("step 1"),
+        "{msg}"
+    );
     let inf: &[(&str, f64, bool)] = &[("s", f64::INFINITY, true)];
     assert!(matches!(
         compute(&batch(&[("g", "t", inf)]), &AdvantageConfig::default()),
@@ -216,9 +269,15 @@ fn errors_name_group_trajectory_and_step() {
     let mut bb = BatchBuilder::new();
     bb.group("lonely").unwrap();
     let err = compute(&bb.build(), &AdvantageConfig::default()).unwrap_err();
-    assert_eq!(err, AdvantageError::EmptyGroup { group: "lonely".into() });
+    assert_eq!(
+        err,
+        AdvantageError::EmptyGroup {
+            group: "lonely".into()
+        }
+    );
     let mut bb = BatchBuilder::new();
-    bb.push_trajectory("g", "t", [StepInput::new("s", 0.0)]).unwrap();
+    bb.push_trajectory("g", "t", [StepInput::new("s", 0.0)])
+        .unwrap();
     assert!(matches!(
         bb.push_trajectory("g", "t", [StepInput::new("s", 0.0)]),
         Err(AdvantageError::DuplicateTrajectory { .. })
@@ -230,32 +289,76 @@ fn config_ranges_are_checked() {
     let ok: &[(&str, f64, bool)] = &[("s", 0.0, true)];
     let b = batch(&[("g", "t", ok)]);
     let bad = [
-        AdvantageConfig { gamma: 1.5, ..Default::default() },
-        AdvantageConfig { gamma: -0.1, ..Default::default() },
-        AdvantageConfig { gamma: f64::NAN, ..Default::default() },
-        AdvantageConfig { step_advantage_weight: -1.0, ..Default::default() },
-        AdvantageConfig { step_advantage_weight: 1.5, combine: Combine::Convex, ..Default::default() },
-        AdvantageConfig { anchor_similarity: Some(1.0), ..Default::default() },
-        AdvantageConfig { anchor_similarity: Some(0.0), ..Default::default() },
-        AdvantageConfig { fixed_norm: 0.0, ..Default::default() },
+        AdvantageConfig {
+            gamma: 1.5,
+            ..Default::default()
+        },
+        AdvantageConfig {
+            gamma: -0.1,
+            ..Default::default()
+        },
+        AdvantageConfig {
+            gamma: f64::NAN,
+            ..Default::default()
+        },
+        AdvantageConfig {
+            step_advantage_weight: -1.0,
+            ..Default::default()
+        },
+        AdvantageConfig {
+            step_advantage_weight: 1.5,
+            combine: Combine::Convex,
+            ..Default::default()
+        },
+        AdvantageConfig {
+            anchor_similarity: Some(1.0),
+            ..Default::default()
+        },
+        AdvantageConfig {
+            anchor_similarity: Some(0.0),
+            ..Default::default()
+        },
+        AdvantageConfig {
+            fixed_norm: 0.0,
+            ..Default::default()
+        },
     ];
     for cfg in bad {
-        assert!(matches!(compute(&b, &cfg), Err(AdvantageError::InvalidConfig { .. })), "{cfg:?}");
+        assert!(
+            matches!(compute(&b, &cfg), Err(AdvantageError::InvalidConfig { .. })),
+            "{cfg:?}"
+        );
     }
-    assert!(compute(&b, &AdvantageConfig { gamma: 1.0, ..Default::default() }).is_ok());
+    assert!(compute(
+        &b,
+        &AdvantageConfig {
+            gamma: 1.0,
+            ..Default::default()
+        }
+    )
+    .is_ok());
     let err = "ppo".parse::<Estimator>().unwrap_err().to_string();
     assert!(err.contains("ppo") && err.contains("gigpo"), "{err}");
 }
 
 #[test]
 fn similarity_grouping_joins_near_identical_anchors() {
-    let a: &[(&str, f64, bool)] = &[("You are in the kitchen. A fridge.", 0.0, true), ("end", 1.0, true)];
-    let c: &[(&str, f64, bool)] = &[("You are in the kitchen. A fridge!", 0.0, true), ("fail", 0.0, true)];
+    let a: &[(&str, f64, bool)] = &[
+        ("You are in the kitchen. A fridge.", 0.0, true),
+        ("end", 1.0, true),
+    ];
+    let c: &[(&str, f64, bool)] = &[
+        ("You are in the kitchen. A fridge!", 0.0, true),
+        ("fail", 0.0, true),
+    ];
     let d: &[(&str, f64, bool)] = &[("Completely different text here", 0.0, true)];
     let b = batch(&[("g", "a", a), ("g", "c", c), ("g", "d", d)]);
     let exact = compute(&b, &AdvantageConfig::default()).unwrap();
     assert_ne!(exact.step_group[0], exact.step_group[2]);
-    let cfg = AdvantageConfig { anchor_similarity: Some(0.9), ..Default::default() };
+    let cfg = AdvantageConfig {
+        anchor_similarity: Some(0.9),
+        ..Default::default()
+    };
     let sim = compute(&b, &cfg).unwrap();
     assert_eq!(sim.step_group[0], sim.step_group[2]);
     assert_ne!(sim.step_group[0], sim.step_group[4]);
@@ -271,6 +374,9 @@ fn difflib_ratio_matches_python() {
     assert!(cases.len() >= 50);
     for (a, b, expected) in cases {
         let got = similarity::ratio(&a, &b);
-        assert!((got - expected).abs() < EPS, "ratio({a:?}, {b:?}) = {got}, python says {expected}");
+        assert!(
+            (got - expected).abs() < EPS,
+            "ratio({a:?}, {b:?}) = {got}, python says {expected}"
+        );
     }
 }

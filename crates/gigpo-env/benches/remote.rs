@@ -1,2 +1,0 @@
-//! Steps per second through each remote transport (filled in below).
-fn main() {}

@@ -1,1 +1,0 @@
-//! gigpo-train
