@@ -4,6 +4,9 @@
 
 mod advantages;
 mod atomic;
+mod env_cmd;
+mod model_cmd;
+mod serve_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +25,10 @@ struct Cli {
 enum Command {
     /// Compute GiGPO / GRPO / RLOO advantages for trajectories in a JSON-lines file.
     Advantages(advantages::Args),
+    /// Play, inspect and serve environments.
+    Env(env_cmd::EnvArgs),
+    /// Score or sample text with a policy model.
+    Model(model_cmd::ModelArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -38,5 +45,7 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Advantages(args) => advantages::run(args),
+        Command::Env(args) => env_cmd::run(args),
+        Command::Model(args) => model_cmd::run(args),
     }
 }

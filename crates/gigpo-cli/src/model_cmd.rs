@@ -1,0 +1,179 @@
+//! `gigpo model`: try a policy model by hand — score a response or generate one.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+use clap::{Args, Subcommand};
+use gigpo_model::{
+    ChatMessage, DeviceChoice, FinishReason, Policy, SamplingParams, ScoreMode, TinyConfig,
+};
+
+/// `gigpo model …`
+#[derive(Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    command: ModelCommand,
+}
+
+#[derive(Subcommand)]
+enum ModelCommand {
+    /// Print the per-token log-probabilities of a response after a prompt.
+    Score(ScoreArgs),
+    /// Sample a continuation of a prompt.
+    Generate(GenerateArgs),
+}
+
+/// Which model to load.
+#[derive(Args)]
+struct ModelSource {
+    /// A Hugging Face Qwen2/Llama directory, or `tiny` for the built-in tiny model.
+    #[arg(long, default_value = "tiny")]
+    model: String,
+    /// Seed of the tiny model's initialisation.
+    #[arg(long, default_value_t = 0)]
+    tiny_seed: u64,
+    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// Wrap the prompt as a user turn with the model's chat template (with the assistant header).
+    #[arg(long)]
+    chat: bool,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    source: ModelSource,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// The response text whose tokens are scored.
+    #[arg(long)]
+    response: String,
+    /// Print `{"tokens": [ids], "logprobs": [...]}`.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    #[command(flatten)]
+    source: ModelSource,
+    /// The prompt text.
+    #[arg(long)]
+    prompt: String,
+    /// Most tokens to generate.
+    #[arg(long, default_value_t = 64)]
+    max_new_tokens: usize,
+    /// Sampling temperature (0 = greedy).
+    #[arg(long, default_value_t = 1.0)]
+    temperature: f64,
+    /// Nucleus sampling threshold (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    top_p: f64,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    /// Stop once the text contains this string (repeatable).
+    #[arg(long)]
+    stop: Vec<String>,
+    /// Sampling seed.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Print the result as one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `gigpo model`.
+pub fn run(args: ModelArgs) -> anyhow::Result<()> {
+    match args.command {
+        ModelCommand::Score(a) => score(a),
+        ModelCommand::Generate(a) => generate(a),
+    }
+}
+
+fn load(src: &ModelSource) -> anyhow::Result<Policy> {
+    let device: DeviceChoice = src.device.parse()?;
+    let device = device.open()?;
+    if src.model == "tiny" {
+        return Ok(Policy::tiny(
+            &TinyConfig::default(),
+            src.tiny_seed,
+            &device,
+        )?);
+    }
+    let dir = PathBuf::from(&src.model);
+    Policy::load(&dir, &device, None)
+        .with_context(|| format!("loading model from {}", dir.display()))
+}
+
+fn prompt_ids(policy: &Policy, src: &ModelSource, prompt: &str) -> anyhow::Result<Vec<u32>> {
+    let tok = policy.tokenizer();
+    let text = if src.chat {
+        tok.apply_chat(&[ChatMessage::new("user", prompt)], true)?
+    } else {
+        prompt.to_string()
+    };
+    Ok(tok.encode(&text)?)
+}
+
+fn score(a: ScoreArgs) -> anyhow::Result<()> {
+    let policy = load(&a.source)?;
+    let prompt = prompt_ids(&policy, &a.source, &a.prompt)?;
+    if prompt.is_empty() {
+        bail!(
+            "--prompt encodes to no tokens; a response is scored given at least one prompt token"
+        );
+    }
+    let response = policy.tokenizer().encode(&a.response)?;
+    let seq = [prompt.clone(), response.clone()].concat();
+    let scores = policy.score(&[seq], &[prompt.len()], ScoreMode::OLD)?;
+    let logprobs = scores.logprob_rows()?.remove(0);
+    if a.json {
+        // Key order as in the interface description: tokens, then logprobs.
+        let tokens = serde_json::to_string(&response)?;
+        let logprobs = serde_json::to_string(&logprobs)?;
+        println!("{{\"tokens\": {tokens}, \"logprobs\": {logprobs}}}");
+        return Ok(());
+    }
+    let tok = policy.tokenizer();
+    println!("{:>8}  {:>10}  token", "id", "logprob");
+    for (id, lp) in response.iter().zip(&logprobs) {
+        println!("{id:>8}  {lp:>10.4}  {:?}", tok.decode_raw(&[*id])?);
+    }
+    println!(
+        "total log-probability {:.4} over {} tokens",
+        logprobs.iter().sum::<f32>(),
+        logprobs.len()
+    );
+    Ok(())
+}
+
+fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    let policy = load(&a.source)?;
+    let prompt = prompt_ids(&policy, &a.source, &a.prompt)?;
+    if prompt.is_empty() {
+        bail!("--prompt encodes to no tokens");
+    }
+    let params = SamplingParams {
+        temperature: a.temperature,
+        top_p: a.top_p,
+        top_k: a.top_k,
+        max_new_tokens: a.max_new_tokens,
+        stop_strings: a.stop,
+    };
+    let g = policy.generate(&[prompt], &params, a.seed)?.remove(0);
+    if a.json {
+        println!("{}", serde_json::to_string(&g)?);
+        return Ok(());
+    }
+    println!("{}", g.text);
+    let why = match &g.finish_reason {
+        FinishReason::Eos => "end of sequence".to_string(),
+        FinishReason::Stop(s) => format!("stop string {s:?}"),
+        FinishReason::Length => "length limit".to_string(),
+    };
+    eprintln!("[{} tokens, stopped at {why}]", g.tokens.len());
+    Ok(())
+}

@@ -1,0 +1,13 @@
+//! Environments for gigpo: the [`Environment`] trait, action parsing, the built-in environments
+//! (Sokoban, FrozenLake), a pool that steps many instances as one batch, and remote environments.
+
+pub mod action;
+pub mod env;
+pub mod frozenlake;
+pub mod pool;
+pub mod remote;
+pub mod seed;
+pub mod sokoban;
+pub mod spec;
+
+pub use env::{EnvError, Environment, Observation, StepOutcome};

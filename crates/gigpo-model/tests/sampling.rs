@@ -1,0 +1,196 @@
+//! Sampling: determinism per seed, stop strings, batches equal to one-at-a-time.
+
+mod common;
+
+use common::*;
+use gigpo_model::*;
+
+fn sampled() -> SamplingParams {
+    SamplingParams {
+        temperature: 1.0,
+        top_p: 0.95,
+        top_k: 100,
+        max_new_tokens: 24,
+        stop_strings: vec![],
+    }
+}
+
+#[test]
+fn same_seed_same_tokens_different_seed_different_tokens() {
+    let p = policy(1);
+    let pr = prompts(&p);
+    let a = p.generate(&pr, &sampled(), 5).unwrap();
+    let b = p.generate(&pr, &sampled(), 5).unwrap();
+    let c = p.generate(&pr, &sampled(), 6).unwrap();
+    assert_eq!(a, b);
+    assert_ne!(
+        a.iter().map(|g| &g.tokens).collect::<Vec<_>>(),
+        c.iter().map(|g| &g.tokens).collect::<Vec<_>>()
+    );
+    // A second model built from the same seed samples the same.
+    let q = policy(1);
+    assert_eq!(q.generate(&pr, &sampled(), 5).unwrap(), a);
+}
+
+#[test]
+fn mixed_length_batch_equals_one_at_a_time() {
+    let p = policy(2);
+    let pr = prompts(&p);
+    assert!(pr[0].len() != pr[1].len() && pr[1].len() != pr[2].len());
+    for params in [sampled(), SamplingParams::greedy(20)] {
+        let batch = p.generate(&pr, &params, 11).unwrap();
+        for (i, g) in batch.iter().enumerate() {
+            let alone = p
+                .generate_seeded(&pr[i..=i], &params, &[row_seed(11, i)])
+                .unwrap();
+            assert_eq!(g.tokens, alone[0].tokens, "row {i}");
+            assert_eq!(g.finish_reason, alone[0].finish_reason);
+            let d = max_abs_diff(
+                std::slice::from_ref(&g.logprobs),
+                std::slice::from_ref(&alone[0].logprobs),
+            );
+            assert!(d < 1e-4, "row {i}: logprobs differ by {d}");
+        }
+    }
+}
+
+#[test]
+fn generation_logprobs_equal_scores() {
+    let p = policy(3);
+    let pr = prompts(&p);
+    let gens = p.generate(&pr, &sampled(), 9).unwrap();
+    let seqs: Vec<Vec<u32>> = pr
+        .iter()
+        .zip(&gens)
+        .map(|(a, g)| [a.clone(), g.tokens.clone()].concat())
+        .collect();
+    let starts: Vec<usize> = pr.iter().map(Vec::len).collect();
+    let s = p.score(&seqs, &starts, ScoreMode::OLD).unwrap();
+    let want: Vec<Vec<f32>> = gens.iter().map(|g| g.logprobs.clone()).collect();
+    let d = max_abs_diff(&s.logprob_rows().unwrap(), &want);
+    assert!(d < 1e-4, "generation and scoring disagree by {d}");
+}
+
+#[test]
+fn stop_string_ends_generation() {
+    let p = policy(4);
+    let pr = prompts(&p);
+    let params = SamplingParams {
+        max_new_tokens: 16,
+        ..sampled()
+    };
+    let free = p.generate(&pr[..1], &params, 3).unwrap().remove(0);
+    assert!(free.tokens.len() >= 6, "need a long enough sample");
+    // Stop at the last three characters of the text of the first five tokens.
+    let head = p.tokenizer().decode_raw(&free.tokens[..5]).unwrap();
+    let stop: String = head
+        .chars()
+        .rev()
+        .take(3)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let with_stop = SamplingParams {
+        stop_strings: vec!["never-produced-xyz".into(), stop.clone()],
+        ..params
+    };
+    let g = p.generate(&pr[..1], &with_stop, 3).unwrap().remove(0);
+    assert_eq!(g.finish_reason, FinishReason::Stop(stop.clone()));
+    assert!(g.tokens.len() <= 5 && free.tokens.starts_with(&g.tokens));
+    let text = p.tokenizer().decode_raw(&g.tokens).unwrap();
+    assert!(text.contains(&stop));
+    let shorter = p
+        .tokenizer()
+        .decode_raw(&g.tokens[..g.tokens.len() - 1])
+        .unwrap();
+    assert!(!shorter.contains(&stop), "stopped one token late");
+}
+
+#[test]
+fn eos_ends_generation_and_length_limit_holds() {
+    let p = policy(5);
+    let pr = prompts(&p);
+    let eos = p.tokenizer().eos_ids()[0];
+    for seed in 0..20 {
+        for g in p
+            .generate(
+                &pr,
+                &SamplingParams {
+                    max_new_tokens: 6,
+                    ..sampled()
+                },
+                seed,
+            )
+            .unwrap()
+        {
+            assert!(g.tokens.len() <= 6);
+            match g.finish_reason {
+                FinishReason::Eos => assert_eq!(*g.tokens.last().unwrap(), eos),
+                FinishReason::Length => assert_eq!(g.tokens.len(), 6),
+                FinishReason::Stop(_) => panic!("no stop strings given"),
+            }
+            assert!(!g.tokens[..g.tokens.len() - 1].contains(&eos));
+        }
+    }
+}
+
+#[test]
+fn greedy_top_k_one_and_tiny_temperature_agree() {
+    let p = policy(6);
+    let pr = prompts(&p);
+    let greedy = p.generate(&pr, &SamplingParams::greedy(10), 0).unwrap();
+    let topk1 = p
+        .generate(
+            &pr,
+            &SamplingParams {
+                top_k: 1,
+                max_new_tokens: 10,
+                ..SamplingParams::default()
+            },
+            77,
+        )
+        .unwrap();
+    for (a, b) in greedy.iter().zip(&topk1) {
+        assert_eq!(a.tokens, b.tokens);
+    }
+}
+
+#[test]
+fn bad_sampling_arguments_are_errors() {
+    let p = policy(7);
+    let pr = prompts(&p);
+    let bad = SamplingParams {
+        top_p: 0.0,
+        ..sampled()
+    };
+    assert!(p
+        .generate(&pr, &bad, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("top_p"));
+    let bad = SamplingParams {
+        temperature: -1.0,
+        ..sampled()
+    };
+    assert!(p
+        .generate(&pr, &bad, 0)
+        .unwrap_err()
+        .to_string()
+        .contains("temperature"));
+    assert!(p
+        .generate(&[vec![]], &sampled(), 0)
+        .unwrap_err()
+        .to_string()
+        .contains("empty"));
+    assert!(p
+        .generate(&[vec![100_000]], &sampled(), 0)
+        .unwrap_err()
+        .to_string()
+        .contains("vocabulary"));
+    assert!(p
+        .generate_seeded(&pr, &sampled(), &[1])
+        .unwrap_err()
+        .to_string()
+        .contains("seeds"));
+}
