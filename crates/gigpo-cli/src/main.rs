@@ -5,8 +5,11 @@
 mod advantages;
 mod atomic;
 mod env_cmd;
+mod eval_cmd;
 mod model_cmd;
+mod plot_cmd;
 mod serve_cmd;
+mod train_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -29,6 +32,12 @@ enum Command {
     Env(env_cmd::EnvArgs),
     /// Score or sample text with a policy model.
     Model(model_cmd::ModelArgs),
+    /// Train a policy with GiGPO (or GRPO / RLOO) in an environment.
+    Train(train_cmd::Args),
+    /// Evaluate a checkpoint on held-out levels.
+    Eval(eval_cmd::Args),
+    /// Draw learning curves of one or more runs to a PNG.
+    Plot(plot_cmd::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -47,5 +56,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Advantages(args) => advantages::run(args),
         Command::Env(args) => env_cmd::run(args),
         Command::Model(args) => model_cmd::run(args),
+        Command::Train(args) => train_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Plot(args) => plot_cmd::run(args),
     }
 }

@@ -247,16 +247,25 @@ fn the_pool_turns_a_crashed_process_into_truncated_episodes_and_carries_on() {
         })
         .collect();
     let results = pool.step(&actions).unwrap();
+    let crashed = results.iter().find(|r| r.index == EnvIndex(0)).unwrap();
+    let fault = crashed
+        .fault
+        .as_deref()
+        .expect("the crashing session reports a fault");
+    assert!(fault.contains("exit status: 3"), "{fault}");
+    // The other sessions run concurrently: a step the process answered before it died succeeds,
+    // one still in flight dies with the process. Every fault is reported, none is dropped.
+    let mut faults = 0;
     for result in &results {
-        let fault = result
-            .fault
-            .as_deref()
-            .expect("every session died with the process");
-        assert!(fault.contains("exit status: 3"), "{fault}");
-        assert!(result.outcome.truncated);
+        if let Some(fault) = result.fault.as_deref() {
+            assert!(fault.contains("exit status: 3"), "{fault}");
+            assert!(result.outcome.truncated);
+            faults += 1;
+        } else {
+            assert_eq!(result.outcome.observation.text, "step 1");
+        }
     }
-    assert_eq!(pool.fault_count(), 4);
-    assert!(pool.all_done());
+    assert_eq!(pool.fault_count(), faults);
     // The next round starts a new process and plays normally.
     let resets = pool.reset_groups(&[12, 13]).unwrap();
     assert!(resets.iter().all(|r| r.fault.is_none()), "{resets:?}");

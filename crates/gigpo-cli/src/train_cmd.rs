@@ -1,0 +1,157 @@
+//! `gigpo train`: train a policy with GiGPO (or GRPO / RLOO) in an environment.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use gigpo_train::config::{TrainConfig, SEED_FLAGS};
+use gigpo_train::Trainer;
+
+/// Options of `gigpo train`. Without any, trains the tiny built-in model on 6×6 Sokoban.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// A TOML configuration file (fields not in it keep their defaults).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override one field by its dotted path, e.g. `--set rollout.groups=4` (repeatable).
+    #[arg(long = "set", value_name = "FIELD=VALUE")]
+    set: Vec<String>,
+    /// Training iterations.
+    #[arg(long)]
+    iterations: Option<usize>,
+    /// Base seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// A Hugging Face model directory (default: the tiny built-in model).
+    #[arg(long, value_name = "DIR")]
+    model: Option<PathBuf>,
+    /// A built-in environment with its defaults: sokoban or frozenlake.
+    #[arg(long)]
+    env: Option<String>,
+    /// The run directory (metrics, checkpoints, plots).
+    #[arg(long = "run-dir", value_name = "DIR")]
+    run_dir: Option<PathBuf>,
+    /// Continue the run in RUN_DIR from its newest checkpoint (only --iterations may change).
+    #[arg(long, value_name = "RUN_DIR")]
+    resume: Option<PathBuf>,
+    /// Advantage estimator: gigpo, grpo or rloo (= --set algorithm.estimator=...).
+    #[arg(long = "advantage_estimator", value_name = "NAME")]
+    advantage_estimator: Option<String>,
+    /// Train through an environment (must be true) (= --set use_gym_env=...).
+    #[arg(long = "use_gym_env", value_name = "BOOL")]
+    use_gym_env: Option<String>,
+    /// Step-advantage weight ω (= --set algorithm.step_advantage_weight=...).
+    #[arg(long = "gigpo_step_advantage_weight", value_name = "W")]
+    gigpo_step_advantage_weight: Option<String>,
+    /// Group size N (= --set rollout.num_generations=...).
+    #[arg(long = "num_generations", value_name = "N")]
+    num_generations: Option<String>,
+    /// KL coefficient β (= --set loss.beta=...).
+    #[arg(long, value_name = "BETA")]
+    beta: Option<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+impl Args {
+    /// The seed page's flags that were given, as (dotted field, value).
+    fn seed_flags(&self) -> Vec<(&'static str, &str)> {
+        let given = [
+            &self.advantage_estimator,
+            &self.use_gym_env,
+            &self.gigpo_step_advantage_weight,
+            &self.num_generations,
+            &self.beta,
+        ];
+        SEED_FLAGS
+            .iter()
+            .zip(given)
+            .filter_map(|((_, field), v)| v.as_deref().map(|v| (*field, v)))
+            .collect()
+    }
+
+    fn has_overrides(&self) -> bool {
+        self.config.is_some()
+            || !self.set.is_empty()
+            || self.seed.is_some()
+            || self.model.is_some()
+            || self.env.is_some()
+            || self.run_dir.is_some()
+            || !self.seed_flags().is_empty()
+    }
+}
+
+/// The configuration the options describe.
+pub fn build_config(args: &Args) -> Result<TrainConfig> {
+    let mut cfg = match &args.config {
+        Some(path) => TrainConfig::from_file(path)?,
+        None => TrainConfig::default(),
+    };
+    if let Some(env) = &args.env {
+        cfg.set_env(env)?;
+    }
+    for item in &args.set {
+        let (field, value) = item
+            .split_once('=')
+            .with_context(|| format!("--set {item:?}: expected FIELD=VALUE"))?;
+        cfg.set(field.trim(), value.trim())?;
+    }
+    for (field, value) in args.seed_flags() {
+        cfg.set(field, value)?;
+    }
+    if let Some(n) = args.iterations {
+        cfg.iterations = n;
+    }
+    if let Some(s) = args.seed {
+        cfg.seed = s;
+    }
+    if let Some(m) = &args.model {
+        cfg.model.path = Some(m.clone());
+    }
+    if let Some(d) = &args.run_dir {
+        cfg.run_dir = d.clone();
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut trainer = if let Some(dir) = &args.resume {
+        if args.has_overrides() {
+            bail!("--resume continues with the run's saved configuration; only --iterations may be given with it");
+        }
+        Trainer::resume(dir, args.iterations)?
+    } else {
+        let cfg = build_config(&args)?;
+        if args.print_config {
+            print!("{}", cfg.to_toml()?);
+            return Ok(());
+        }
+        Trainer::new(cfg)?
+    };
+    let run_dir = trainer.config().run_dir.clone();
+    trainer = trainer.with_progress(!args.quiet);
+    let summary = trainer.run()?;
+    if let (Some(first), Some(last)) = (&summary.first_eval, &summary.last_eval) {
+        eprintln!(
+            "held-out success rate {:.3} -> {:.3}, mean return {:.3} -> {:.3}",
+            first.success_rate, last.success_rate, first.mean_return, last.mean_return
+        );
+    } else if let Some(last) = &summary.last_eval {
+        eprintln!(
+            "held-out success rate {:.3}, mean return {:.3}",
+            last.success_rate, last.mean_return
+        );
+    }
+    if let Some(e) = &summary.plot_error {
+        eprintln!(
+            "warning: could not draw {}: {e}",
+            run_dir.join("curves.png").display()
+        );
+    }
+    eprintln!("run directory: {}", run_dir.display());
+    Ok(())
+}

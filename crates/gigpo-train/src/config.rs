@@ -1,0 +1,701 @@
+//! The one typed training configuration (SPEC §6), read from TOML, overridable field by field.
+//!
+//! Every field has a default; `TrainConfig::default()` is the configuration `gigpo train` runs
+//! with no arguments (the tiny built-in model on 6×6 Sokoban with GiGPO). A file only needs the
+//! fields it changes:
+//!
+//! ```toml
+//! iterations = 40
+//! [rollout]
+//! num_generations = 8
+//! [algorithm]
+//! estimator = "grpo"
+//! ```
+//!
+//! Any field can be overridden by its dotted path ([`TrainConfig::set`]); the value is read as a
+//! TOML value, or as a string when it is not one:
+//!
+//! ```
+//! use gigpo_train::config::TrainConfig;
+//! let mut cfg = TrainConfig::default();
+//! cfg.set("rollout.num_generations", "4").unwrap();
+//! cfg.set("algorithm.estimator", "rloo").unwrap();
+//! assert_eq!(cfg.rollout.num_generations, 4);
+//! assert!(cfg.set("rollout.num_generation", "4").unwrap_err().to_string().contains("num_generation"));
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use gigpo_core::AdvantageConfig;
+use gigpo_env::action::ActionFormat;
+use gigpo_env::sokoban::SokobanConfig;
+use gigpo_env::spec::EnvSpec;
+use gigpo_model::{DeviceChoice, LoraConfig, TinyConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+
+/// The whole training configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Base seed of everything random: model initialisation, level seeds, sampling. Default 0.
+    pub seed: u64,
+    /// Training iterations (rollout → advantages → update). Default 24.
+    pub iterations: usize,
+    /// Where metrics, TensorBoard events, checkpoints and plots go. Default `runs/gigpo`.
+    pub run_dir: PathBuf,
+    /// Stop after the iteration that brings the training environment steps to at least this
+    /// many (for comparisons at an equal budget). Default none: `iterations` decides.
+    pub env_step_budget: Option<u64>,
+    /// Train through an environment (the only mode; GiGPO needs environment states). Accepted
+    /// for compatibility with the `--use_gym_env true` flag; `false` is an error. Default true.
+    pub use_gym_env: bool,
+    /// The policy model.
+    pub model: ModelSection,
+    /// The environment (a table with `kind` and that environment's fields). Default: Sokoban
+    /// 6×6 with one box, at most 15 steps, bare action words accepted.
+    pub env: EnvSpec,
+    /// How rollouts are collected.
+    pub rollout: RolloutConfig,
+    /// The advantage computation (SPEC §1): `estimator`, `gamma`, `step_advantage_weight`, ...
+    pub algorithm: AdvantageConfig,
+    /// The policy loss (SPEC §3).
+    pub loss: LossConfig,
+    /// AdamW.
+    pub optim: OptimConfig,
+    /// PPO epochs and mini-batches.
+    pub update: UpdateConfig,
+    /// How steps become training sequences (SPEC §2). Default `step`.
+    pub sample_layout: SampleLayout,
+    /// Evaluation on held-out levels.
+    pub eval: EvalConfig,
+    /// Checkpoints.
+    pub checkpoint: CheckpointConfig,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            seed: 0,
+            iterations: 24,
+            run_dir: PathBuf::from("runs/gigpo"),
+            env_step_budget: None,
+            use_gym_env: true,
+            model: ModelSection::default(),
+            env: EnvSpec::Sokoban(SokobanConfig {
+                action_format: ActionFormat::TaggedOrBare,
+                ..SokobanConfig::default()
+            }),
+            rollout: RolloutConfig::default(),
+            algorithm: AdvantageConfig::default(),
+            loss: LossConfig::default(),
+            optim: OptimConfig::default(),
+            update: UpdateConfig::default(),
+            sample_layout: SampleLayout::Step,
+            eval: EvalConfig::default(),
+            checkpoint: CheckpointConfig::default(),
+        }
+    }
+}
+
+/// Which model is trained and on what device.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelSection {
+    /// A Hugging Face model directory (Qwen2 / Llama). Default none: the tiny built-in model.
+    pub path: Option<PathBuf>,
+    /// Sizes of the tiny built-in model (used when `path` is not set). Default: width 64,
+    /// 2 layers, 4 heads, MLP 256, init std 0.02.
+    pub tiny: TinyConfig,
+    /// A LoRA adapter to train instead of all weights. Default none (full fine-tuning, with a
+    /// frozen copy as the reference policy).
+    pub lora: Option<LoraConfig>,
+    /// `cpu` (default) or `{ cuda = N }` (needs a CUDA build).
+    pub device: DeviceChoice,
+}
+
+impl Default for ModelSection {
+    fn default() -> Self {
+        Self {
+            path: None,
+            tiny: TinyConfig {
+                hidden_size: 64,
+                num_layers: 2,
+                num_heads: 4,
+                num_kv_heads: 4,
+                intermediate_size: 256,
+                max_position_embeddings: 1024,
+                ..TinyConfig::default()
+            },
+            lora: None,
+            device: DeviceChoice::Cpu,
+        }
+    }
+}
+
+/// Rollout collection and sampling.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RolloutConfig {
+    /// Episode groups per iteration; each group's members start from one level. Default 4.
+    pub groups: usize,
+    /// Trajectories per group (the group size N, `--num_generations`). Default 8.
+    pub num_generations: usize,
+    /// Most steps of an episode; longer ones are cut off (truncated). Default 15.
+    pub max_steps: usize,
+    /// Observation/action pairs of the past shown in each prompt (SPEC §2). Default: 2 for a
+    /// model loaded from `model.path` (SPEC §2); 0 for the tiny built-in model, for which
+    /// the current observation is the whole state and history would triple the prompt.
+    pub history_length: Option<usize>,
+    /// Put the environment's instructions at the top of every prompt. Default: on for a model
+    /// loaded from `model.path`, off for the tiny built-in model (which cannot read them; they
+    /// would only cost compute).
+    pub instructions: Option<bool>,
+    /// Sampling temperature. Default 1.0.
+    pub temperature: f64,
+    /// Nucleus sampling threshold (1.0 = off). Default 1.0.
+    pub top_p: f64,
+    /// Keep only the k most likely tokens (0 = off). Default 0.
+    pub top_k: usize,
+    /// Most tokens generated per action. Default: 256 for a model loaded from `model.path`;
+    /// 1 for the tiny built-in model, whose action words (`up`, `left`, ...) are single tokens
+    /// of its vocabulary, so one token is a complete bare-word action.
+    pub max_new_tokens: Option<usize>,
+    /// Draw training levels from a fixed pool of this many training seeds instead of fresh
+    /// ones every iteration. Default none (fresh levels).
+    pub train_levels: Option<usize>,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        Self {
+            groups: 4,
+            num_generations: 8,
+            max_steps: 15,
+            history_length: None,
+            instructions: None,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            max_new_tokens: None,
+            train_levels: None,
+        }
+    }
+}
+
+/// The KL estimator of SPEC §3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlEstimator {
+    /// `log π − log π_ref`.
+    K1,
+    /// `½ (log π − log π_ref)²`.
+    K2,
+    /// `exp(log π_ref − log π) − (log π_ref − log π) − 1`, clamped (alias `low_var_kl`).
+    #[default]
+    #[serde(alias = "low_var_kl")]
+    K3,
+}
+
+/// How per-token losses are reduced to one number (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    /// Mean over all unmasked tokens of the mini-batch.
+    #[default]
+    TokenMean,
+    /// Sum over each sequence's tokens, mean over sequences.
+    SeqMeanTokenSum,
+    /// Mean over each sequence's tokens, mean over sequences.
+    SeqMeanTokenMean,
+}
+
+/// The policy loss (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// ε_low: the ratio is clipped below at 1 − ε_low. Default 0.2.
+    pub clip_low: f64,
+    /// ε_high: the ratio is clipped above at 1 + ε_high. Default 0.2.
+    pub clip_high: f64,
+    /// Dual clip constant c (> 1) bounding the loss of negative-advantage tokens at −c·A.
+    /// Default 3.0; none turns it off.
+    pub dual_clip: Option<f64>,
+    /// KL coefficient β (`--beta`); 0 skips the reference policy. Default 0.01.
+    pub beta: f64,
+    /// KL estimator. Default `k3` (`low_var_kl`).
+    pub kl_estimator: KlEstimator,
+    /// The k3 estimate is clamped to ±this. Default 10.
+    pub kl_clamp: f64,
+    /// Entropy bonus coefficient (subtracted from the loss). Default 0.
+    pub entropy_coef: f64,
+    /// Reduction over tokens. Default `token-mean`.
+    pub aggregation: Aggregation,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            clip_low: 0.2,
+            clip_high: 0.2,
+            dual_clip: Some(3.0),
+            beta: 0.01,
+            kl_estimator: KlEstimator::K3,
+            kl_clamp: 10.0,
+            entropy_coef: 0.0,
+            aggregation: Aggregation::TokenMean,
+        }
+    }
+}
+
+/// AdamW (PyTorch semantics) with global gradient-norm clipping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OptimConfig {
+    /// Learning rate. Default 3e-3 (for the tiny model trained from scratch; use ~1e-6 to 1e-5
+    /// for pretrained models).
+    pub lr: f64,
+    /// Decoupled weight decay. Default 0.0.
+    pub weight_decay: f64,
+    /// β₁. Default 0.9.
+    pub beta1: f64,
+    /// β₂. Default 0.999.
+    pub beta2: f64,
+    /// ε. Default 1e-8.
+    pub eps: f64,
+    /// Global gradient-norm clip (none = off). Default 1.0.
+    pub max_grad_norm: Option<f64>,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            lr: 3e-3,
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            max_grad_norm: Some(1.0),
+        }
+    }
+}
+
+/// Passes over the collected samples.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpdateConfig {
+    /// Passes over the samples of one iteration. Default 1.
+    pub ppo_epochs: usize,
+    /// Samples per mini-batch (one optimizer step each); 0 = the whole batch. Default 64.
+    pub mini_batch_size: usize,
+    /// Samples per forward/backward pass; gradients of the micro-batches of a mini-batch are
+    /// summed before the step (bounds memory, does not change the result). Default 64.
+    pub micro_batch_size: usize,
+    /// Where log π_old comes from. Default: `sampling` with the step layout (exact there: the
+    /// sampling log-probabilities are the raw model's, before temperature, under the same
+    /// weights and prompt; saves a forward pass), `recompute` with the trajectory layout.
+    pub old_logprobs: Option<OldLogprobs>,
+}
+
+impl Default for UpdateConfig {
+    fn default() -> Self {
+        Self {
+            ppo_epochs: 1,
+            mini_batch_size: 64,
+            micro_batch_size: 64,
+            old_logprobs: None,
+        }
+    }
+}
+
+/// The source of log π_old in the ratio ρ (SPEC §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OldLogprobs {
+    /// Score every sample with the policy before the first update (no gradient).
+    #[default]
+    Recompute,
+    /// Use the log-probabilities recorded while sampling (the same policy, one forward pass
+    /// fewer; `step` layout only, where the context is the sampling prompt).
+    Sampling,
+}
+
+/// How steps become training sequences (SPEC §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleLayout {
+    /// One sample per environment step: its prompt and its response; every response token
+    /// gets A_t.
+    #[default]
+    Step,
+    /// One sequence per trajectory; assistant tokens of turn t get A_t, the rest is masked.
+    Trajectory,
+}
+
+/// Evaluation on held-out levels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate before the first update and every this many iterations (and after the last);
+    /// 0 = never. Default 8.
+    pub every: usize,
+    /// Held-out levels (one episode each). Default 64.
+    pub episodes: usize,
+    /// Sampling temperature (0 = greedy). Default 1.0: the stochastic policy being trained
+    /// (a greedy policy that ignores history repeats a failed move forever).
+    pub temperature: f64,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 8,
+            episodes: 64,
+            temperature: 1.0,
+        }
+    }
+}
+
+/// Checkpoints under `run_dir/checkpoints/iter-N/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write one every this many iterations (and always after the last); 0 = only at the end.
+    /// Default 8.
+    pub every: usize,
+    /// Keep the last this many. Default 2.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 8, keep: 2 }
+    }
+}
+
+/// The seed page's flags and the dotted field each one sets (SPEC §6).
+pub const SEED_FLAGS: [(&str, &str); 5] = [
+    ("advantage_estimator", "algorithm.estimator"),
+    ("use_gym_env", "use_gym_env"),
+    (
+        "gigpo_step_advantage_weight",
+        "algorithm.step_advantage_weight",
+    ),
+    ("num_generations", "rollout.num_generations"),
+    ("beta", "loss.beta"),
+];
+
+impl TrainConfig {
+    /// Reads a TOML file; unknown fields are errors naming the field and line.
+    pub fn from_file(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| TrainError::io(path, e))?;
+        Self::from_toml(&text).map_err(|e| match e {
+            TrainError::ConfigFile { message, .. } => TrainError::ConfigFile {
+                path: path.into(),
+                message,
+            },
+            other => other,
+        })
+    }
+
+    /// Parses TOML text.
+    pub fn from_toml(text: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| TrainError::ConfigFile {
+            path: PathBuf::from("<text>"),
+            message: e.to_string(),
+        })?;
+        Ok(cfg)
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| TrainError::config("<all>", e.to_string()))
+    }
+
+    /// Sets the field at the dotted `path` (`rollout.num_generations`) to `value`, read as a
+    /// TOML value (`4`, `1e-3`, `true`, `"text"`, `[6, 6]`) or else as a string.
+    pub fn set(&mut self, path: &str, value: &str) -> Result<()> {
+        let mut doc =
+            toml::Value::try_from(&*self).map_err(|e| TrainError::config(path, e.to_string()))?;
+        let parsed = parse_value(value);
+        let keys: Vec<&str> = path.split('.').collect();
+        if keys.iter().any(|k| k.is_empty()) {
+            return Err(TrainError::config(path, "not a dotted field path"));
+        }
+        let mut node = &mut doc;
+        for key in &keys[..keys.len() - 1] {
+            let table = node.as_table_mut().ok_or_else(|| {
+                TrainError::config(path, format!("`{key}` is not inside a table"))
+            })?;
+            node = table
+                .entry(key.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+        }
+        let table = node
+            .as_table_mut()
+            .ok_or_else(|| TrainError::config(path, "the parent is not a table"))?;
+        table.insert(keys[keys.len() - 1].to_string(), parsed);
+        *self = doc.try_into().map_err(|e: toml::de::Error| {
+            TrainError::config(path, format!("{value:?}: {}", e.message()))
+        })?;
+        Ok(())
+    }
+
+    /// Replaces the environment by a built-in one with its defaults (`--env sokoban`).
+    pub fn set_env(&mut self, name: &str) -> Result<()> {
+        let mut spec: EnvSpec = name
+            .parse()
+            .map_err(|e: gigpo_env::EnvError| TrainError::config("env", e.to_string()))?;
+        if let EnvSpec::Sokoban(c) = &mut spec {
+            c.action_format = ActionFormat::TaggedOrBare;
+        }
+        self.env = spec;
+        Ok(())
+    }
+
+    /// `rollout.max_new_tokens` with its model-dependent default resolved.
+    pub fn max_new_tokens(&self) -> usize {
+        self.rollout
+            .max_new_tokens
+            .unwrap_or(if self.model.path.is_some() { 256 } else { 1 })
+    }
+
+    /// `update.old_logprobs` with its layout-dependent default resolved.
+    pub fn old_logprobs(&self) -> OldLogprobs {
+        self.update
+            .old_logprobs
+            .unwrap_or(match self.sample_layout {
+                SampleLayout::Step => OldLogprobs::Sampling,
+                SampleLayout::Trajectory => OldLogprobs::Recompute,
+            })
+    }
+
+    /// `rollout.history_length` with its model-dependent default resolved.
+    pub fn history_length(&self) -> usize {
+        self.rollout
+            .history_length
+            .unwrap_or(if self.model.path.is_some() { 2 } else { 0 })
+    }
+
+    /// `rollout.instructions` with its model-dependent default resolved.
+    pub fn instructions(&self) -> bool {
+        self.rollout
+            .instructions
+            .unwrap_or(self.model.path.is_some())
+    }
+
+    /// Checks ranges and combinations, naming the field that is wrong.
+    pub fn validate(&self) -> Result<()> {
+        let positive = [
+            ("iterations", self.iterations),
+            ("rollout.groups", self.rollout.groups),
+            ("rollout.num_generations", self.rollout.num_generations),
+            ("rollout.max_steps", self.rollout.max_steps),
+            ("rollout.max_new_tokens", self.max_new_tokens()),
+            ("update.ppo_epochs", self.update.ppo_epochs),
+            ("update.micro_batch_size", self.update.micro_batch_size),
+        ];
+        for (field, v) in positive {
+            if v == 0 {
+                return Err(TrainError::config(field, "must be at least 1"));
+            }
+        }
+        if !self.use_gym_env {
+            return Err(TrainError::config(
+                "use_gym_env",
+                "false is not supported: training runs through an environment (GiGPO needs its states)",
+            ));
+        }
+        if self.update.old_logprobs == Some(OldLogprobs::Sampling)
+            && self.sample_layout != SampleLayout::Step
+        {
+            return Err(TrainError::config(
+                "update.old_logprobs",
+                "`sampling` needs sample_layout = \"step\" (the trajectory layout scores tokens in another context)",
+            ));
+        }
+        if self.rollout.train_levels == Some(0) {
+            return Err(TrainError::config(
+                "rollout.train_levels",
+                "must be at least 1 when set",
+            ));
+        }
+        let l = &self.loss;
+        for (field, v) in [
+            ("loss.clip_low", l.clip_low),
+            ("loss.clip_high", l.clip_high),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(TrainError::config(
+                    field,
+                    format!("{v} must be finite and >= 0"),
+                ));
+            }
+        }
+        if l.clip_low >= 1.0 {
+            return Err(TrainError::config("loss.clip_low", "must be < 1"));
+        }
+        if let Some(c) = l.dual_clip {
+            if !(c > 1.0 && c.is_finite()) {
+                return Err(TrainError::config(
+                    "loss.dual_clip",
+                    format!("{c} must be > 1"),
+                ));
+            }
+        }
+        for (field, v) in [
+            ("loss.beta", l.beta),
+            ("loss.entropy_coef", l.entropy_coef),
+            ("loss.kl_clamp", l.kl_clamp),
+        ] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(TrainError::config(
+                    field,
+                    format!("{v} must be finite and >= 0"),
+                ));
+            }
+        }
+        let o = &self.optim;
+        if !(o.lr > 0.0 && o.lr.is_finite()) {
+            return Err(TrainError::config(
+                "optim.lr",
+                format!("{} must be > 0", o.lr),
+            ));
+        }
+        for (field, v) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return Err(TrainError::config(field, format!("{v} must be in [0, 1)")));
+            }
+        }
+        if let Some(g) = o.max_grad_norm {
+            if g.is_nan() || g <= 0.0 {
+                return Err(TrainError::config(
+                    "optim.max_grad_norm",
+                    format!("{g} must be > 0"),
+                ));
+            }
+        }
+        for (field, t) in [
+            ("rollout.temperature", self.rollout.temperature),
+            ("eval.temperature", self.eval.temperature),
+        ] {
+            if t.is_nan() || t < 0.0 {
+                return Err(TrainError::config(field, format!("{t} must be >= 0")));
+            }
+        }
+        self.algorithm
+            .validate()
+            .map_err(|e| TrainError::config("algorithm", e.to_string()))?;
+        if self.checkpoint.keep == 0 {
+            return Err(TrainError::config("checkpoint.keep", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+fn parse_value(text: &str) -> toml::Value {
+    let doc = format!("v = {text}");
+    match toml::from_str::<toml::Table>(&doc) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(text.to_string())),
+        Err(_) => toml::Value::String(text.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gigpo_core::Estimator;
+
+    #[test]
+    fn default_round_trips_through_toml() {
+        let cfg = TrainConfig::default();
+        let text = cfg.to_toml().unwrap();
+        assert_eq!(TrainConfig::from_toml(&text).unwrap(), cfg);
+        cfg.validate().unwrap();
+    }
+
+    #[test]
+    fn partial_file_keeps_other_defaults() {
+        let cfg = TrainConfig::from_toml(
+            "iterations = 3\n[rollout]\ngroups = 2\n[algorithm]\nestimator = \"grpo\"\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.iterations, 3);
+        assert_eq!(cfg.rollout.groups, 2);
+        assert_eq!(
+            cfg.rollout.num_generations,
+            RolloutConfig::default().num_generations
+        );
+        assert_eq!(cfg.algorithm.estimator, Estimator::Grpo);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = TrainConfig::from_toml("[rollout]\ngroup = 2\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("group") && e.contains("line 2"), "{e}");
+    }
+
+    #[test]
+    fn set_reaches_every_kind_of_field() {
+        let mut cfg = TrainConfig::default();
+        cfg.set("loss.kl_estimator", "low_var_kl").unwrap();
+        assert_eq!(cfg.loss.kl_estimator, KlEstimator::K3);
+        cfg.set("loss.aggregation", "seq-mean-token-sum").unwrap();
+        assert_eq!(cfg.loss.aggregation, Aggregation::SeqMeanTokenSum);
+        cfg.set("optim.lr", "3e-4").unwrap();
+        assert_eq!(cfg.optim.lr, 3e-4);
+        cfg.set("model.lora.rank", "4").unwrap();
+        assert_eq!(cfg.model.lora.as_ref().unwrap().rank, 4);
+        cfg.set("env.dim_room", "[7, 7]").unwrap();
+        let EnvSpec::Sokoban(s) = &cfg.env else {
+            panic!()
+        };
+        assert_eq!(s.dim_room, [7, 7]);
+        cfg.set("run_dir", "/tmp/x y").unwrap();
+        assert_eq!(cfg.run_dir, PathBuf::from("/tmp/x y"));
+        cfg.set("sample_layout", "trajectory").unwrap();
+        assert_eq!(cfg.sample_layout, SampleLayout::Trajectory);
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let mut cfg = TrainConfig::default();
+        let e = cfg.set("rollout.groups", "many").unwrap_err().to_string();
+        assert!(e.contains("rollout.groups"), "{e}");
+        let e = cfg
+            .set("algorithm.estimator", "ppo")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("ppo"), "{e}");
+        cfg.rollout.groups = 0;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("rollout.groups"));
+        let mut cfg = TrainConfig::default();
+        cfg.set("use_gym_env", "false").unwrap();
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("use_gym_env"));
+    }
+
+    #[test]
+    fn seed_flags_map_to_fields() {
+        let mut cfg = TrainConfig::default();
+        for ((_, path), value) in SEED_FLAGS.iter().zip(["rloo", "true", "0.5", "4", "0.0"]) {
+            cfg.set(path, value).unwrap();
+        }
+        assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
+        assert_eq!(cfg.algorithm.step_advantage_weight, 0.5);
+        assert_eq!(cfg.rollout.num_generations, 4);
+        assert_eq!(cfg.loss.beta, 0.0);
+    }
+}

@@ -1,0 +1,71 @@
+//! The trainer's error type.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong while configuring, training, evaluating or plotting.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A configuration value that is out of range or inconsistent.
+    #[error("config: {field}: {message}")]
+    Config { field: String, message: String },
+    /// A configuration file that could not be parsed.
+    #[error("config file {path}: {message}")]
+    ConfigFile { path: PathBuf, message: String },
+    /// A file or directory operation failed.
+    #[error("{path}: {message}")]
+    Io { path: PathBuf, message: String },
+    /// The advantage computation rejected the batch.
+    #[error("advantages: {0}")]
+    Advantage(#[from] gigpo_core::AdvantageError),
+    /// An environment or the environment pool failed.
+    #[error("environment: {0}")]
+    Env(String),
+    /// The model failed (loading, sampling, scoring, optimizer).
+    #[error("model: {0}")]
+    Model(#[from] gigpo_model::ModelError),
+    /// A tensor operation failed.
+    #[error("tensor: {0}")]
+    Tensor(#[from] candle_core::Error),
+    /// A checkpoint that is missing or does not match the run.
+    #[error("checkpoint {path}: {message}")]
+    Checkpoint { path: PathBuf, message: String },
+    /// Drawing a plot failed.
+    #[error("plot: {0}")]
+    Plot(String),
+    /// A metrics file that could not be read.
+    #[error("metrics {path}: {message}")]
+    Metrics { path: PathBuf, message: String },
+}
+
+impl TrainError {
+    /// A configuration error for `field`.
+    pub fn config(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Config {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, err: impl std::fmt::Display) -> Self {
+        Self::Io {
+            path: path.into(),
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<gigpo_env::EnvError> for TrainError {
+    fn from(e: gigpo_env::EnvError) -> Self {
+        Self::Env(e.to_string())
+    }
+}
+
+impl From<gigpo_env::pool::PoolError> for TrainError {
+    fn from(e: gigpo_env::pool::PoolError) -> Self {
+        Self::Env(e.to_string())
+    }
+}
+
+/// Result with [`TrainError`].
+pub type Result<T, E = TrainError> = std::result::Result<T, E>;

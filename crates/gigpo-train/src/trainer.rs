@@ -1,0 +1,629 @@
+//! The training loop: rollouts → advantages → samples → π_old / π_ref log-probabilities →
+//! `ppo_epochs` × mini-batches of the SPEC §3 loss with AdamW → metrics, evaluation,
+//! checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{backprop::GradStore, DType, Tensor};
+use gigpo_env::seed::{mix_seed, SeedSplit};
+use gigpo_model::{AdamW, AdamWConfig, Policy, SamplingParams, ScoreMode};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::checkpoint::{self, TrainState, RNG_DERIVATION};
+use crate::config::{OldLogprobs, TrainConfig};
+use crate::error::{Result, TrainError};
+use crate::eval::{evaluate, EvalResult};
+use crate::fsutil::write_atomic;
+use crate::layout::{advantages, build_samples, Sample};
+use crate::loss::{policy_loss, LossInputs};
+use crate::metrics::{names, MetricsLog, Record};
+use crate::rollout::{collect, RolloutPlan};
+
+/// Stream constants mixed into the base seed for each kind of randomness.
+pub const SAMPLE_STREAM: u64 = 0x7361_6d70_6c65; // "sample"
+/// See [`SAMPLE_STREAM`].
+pub const SHUFFLE_STREAM: u64 = 0x7368_7566_666c; // "shuffl"
+
+/// The policy a configuration describes, freshly initialised: the tiny model from the seed, or
+/// the Hugging Face directory, with a fresh LoRA adapter when configured.
+pub fn initial_policy(cfg: &TrainConfig) -> Result<Policy> {
+    let device = cfg.model.device.open()?;
+    let mut policy = match &cfg.model.path {
+        None => Policy::tiny(&cfg.model.tiny, cfg.seed, &device)?,
+        Some(path) => Policy::load(path, &device, None)?,
+    };
+    if let Some(lora) = &cfg.model.lora {
+        policy.add_lora(lora.clone())?;
+    }
+    Ok(policy)
+}
+
+/// The sampling parameters of training rollouts.
+pub fn train_sampling(cfg: &TrainConfig) -> SamplingParams {
+    let r = &cfg.rollout;
+    SamplingParams {
+        temperature: r.temperature,
+        top_p: r.top_p,
+        top_k: r.top_k,
+        max_new_tokens: cfg.max_new_tokens(),
+        stop_strings: Vec::new(),
+    }
+}
+
+/// The level seeds of training iteration `iteration` (1-based), one per group.
+pub fn train_seeds(cfg: &TrainConfig, iteration: usize) -> Vec<u64> {
+    let split = SeedSplit::new(cfg.seed);
+    let groups = cfg.rollout.groups;
+    (0..groups)
+        .map(|g| {
+            let k = ((iteration - 1) * groups + g) as u64;
+            split.train(cfg.rollout.train_levels.map_or(k, |n| k % n as u64))
+        })
+        .collect()
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    /// Iterations completed.
+    pub iterations: usize,
+    /// Evaluation before the first update of this process's part of the run, if any.
+    pub first_eval: Option<EvalResult>,
+    /// The last evaluation.
+    pub last_eval: Option<EvalResult>,
+    /// The last checkpoint written.
+    pub checkpoint: Option<PathBuf>,
+    /// Why `curves.png` could not be drawn, if it could not.
+    pub plot_error: Option<String>,
+}
+
+/// Statistics of one update phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct UpdateStats {
+    loss: f64,
+    pg: f64,
+    kl: f64,
+    entropy: f64,
+    clip_fraction: f64,
+    grad_norm: f64,
+    tokens: f64,
+}
+
+/// A training run in a run directory.
+pub struct Trainer {
+    cfg: TrainConfig,
+    policy: Policy,
+    reference: Option<Policy>,
+    opt: AdamW,
+    done: usize,
+    env_steps: u64,
+    run_dir: PathBuf,
+    log: MetricsLog,
+    progress: bool,
+}
+
+impl Trainer {
+    /// Starts a new run in `cfg.run_dir` (created; it must not hold checkpoints of another run).
+    /// Writes the configuration to `run_dir/config.toml`.
+    pub fn new(cfg: TrainConfig) -> Result<Self> {
+        cfg.validate()?;
+        let run_dir = cfg.run_dir.clone();
+        if !checkpoint::list(&run_dir)?.is_empty() {
+            return Err(TrainError::Checkpoint {
+                path: run_dir.join("checkpoints"),
+                message: "the run directory already holds a run; resume it (--resume) or choose another run directory".into(),
+            });
+        }
+        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        let policy = initial_policy(&cfg)?;
+        let reference = reference_policy(&cfg, &policy)?;
+        let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
+        let log = MetricsLog::open(&run_dir, None)?;
+        Ok(Self {
+            cfg,
+            policy,
+            reference,
+            opt,
+            done: 0,
+            env_steps: 0,
+            run_dir,
+            log,
+            progress: false,
+        })
+    }
+
+    /// Continues the run in `run_dir` from its newest checkpoint, with the configuration saved
+    /// there (`iterations` may be raised by `iterations`).
+    pub fn resume(run_dir: &Path, iterations: Option<usize>) -> Result<Self> {
+        let (_, dir) = checkpoint::list(run_dir)?
+            .pop()
+            .ok_or_else(|| TrainError::Checkpoint {
+                path: run_dir.join("checkpoints"),
+                message: "no checkpoint to resume from".into(),
+            })?;
+        let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
+        cfg.run_dir = run_dir.to_path_buf();
+        if let Some(n) = iterations {
+            cfg.iterations = n;
+        }
+        cfg.validate()?;
+        let state = checkpoint::read_state(&dir)?;
+        let policy = initial_policy(&cfg)?;
+        // The reference is the initial policy, so take it before loading trained weights.
+        let reference = reference_policy(&cfg, &policy)?;
+        checkpoint::load_trainable(&dir, &policy)?;
+        let mut opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
+        opt.load_state(&dir.join("optimizer.safetensors"))?;
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        let log = MetricsLog::open(run_dir, Some(state.iteration))?;
+        Ok(Self {
+            cfg,
+            policy,
+            reference,
+            opt,
+            done: state.iteration,
+            env_steps: state.env_steps,
+            run_dir: run_dir.to_path_buf(),
+            log,
+            progress: false,
+        })
+    }
+
+    /// Show a progress bar on the terminal.
+    pub fn with_progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &TrainConfig {
+        &self.cfg
+    }
+
+    /// The policy being trained.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Iterations completed.
+    pub fn iterations_done(&self) -> usize {
+        self.done
+    }
+
+    /// Runs the remaining iterations, evaluating and checkpointing as configured, and draws
+    /// `curves.png` at the end.
+    pub fn run(&mut self) -> Result<RunSummary> {
+        let total = self.cfg.iterations;
+        let bar = progress_bar(self.progress, total as u64, self.done as u64);
+        let mut summary = RunSummary {
+            iterations: self.done,
+            first_eval: None,
+            last_eval: None,
+            checkpoint: None,
+            plot_error: None,
+        };
+        if self.done == 0 && self.cfg.eval.every > 0 {
+            let ev = self.evaluate()?;
+            let mut rec = Record::new();
+            rec.insert(names::ITERATION.into(), 0.0);
+            rec.insert(names::ENV_STEPS.into(), 0.0);
+            ev.insert_into(&mut rec);
+            self.log.write(&rec)?;
+            summary.first_eval = Some(ev.clone());
+            summary.last_eval = Some(ev);
+        }
+        while self.done < total && !self.budget_spent() {
+            let it = self.done + 1;
+            let mut rec = self.iteration(it)?;
+            self.done = it;
+            let last = it == total || self.budget_spent();
+            let every = self.cfg.eval.every;
+            if every > 0 && (it % every == 0 || last) {
+                let start = Instant::now();
+                let ev = self.evaluate()?;
+                ev.insert_into(&mut rec);
+                rec.insert(names::TIME_EVAL.into(), start.elapsed().as_secs_f64());
+                summary.last_eval = Some(ev);
+            }
+            self.log.write(&rec)?;
+            let ck = self.cfg.checkpoint.every;
+            if last || (ck > 0 && it % ck == 0) {
+                summary.checkpoint = Some(self.save_checkpoint()?);
+            }
+            summary.iterations = it;
+            if let Some(b) = &bar {
+                b.set_position(it as u64);
+                b.set_message(bar_message(&rec));
+            }
+        }
+        if let Some(b) = bar {
+            b.finish();
+        }
+        let curves = self.run_dir.join("curves.png");
+        summary.plot_error = crate::plot::plot_runs(std::slice::from_ref(&self.run_dir), &curves)
+            .err()
+            .map(|e| e.to_string());
+        Ok(summary)
+    }
+
+    /// Whether `env_step_budget` is reached.
+    fn budget_spent(&self) -> bool {
+        self.cfg
+            .env_step_budget
+            .is_some_and(|b| self.env_steps >= b)
+    }
+
+    /// Evaluates the current policy on the configured held-out levels.
+    pub fn evaluate(&self) -> Result<EvalResult> {
+        evaluate(
+            &self.policy,
+            &self.cfg,
+            self.cfg.eval.episodes,
+            self.cfg.eval.temperature,
+        )
+    }
+
+    /// Writes a checkpoint of the current state.
+    pub fn save_checkpoint(&self) -> Result<PathBuf> {
+        let state = TrainState {
+            iteration: self.done,
+            env_steps: self.env_steps,
+            seed: self.cfg.seed,
+            rng: RNG_DERIVATION.into(),
+        };
+        checkpoint::save(
+            &self.run_dir,
+            &self.cfg,
+            &self.policy,
+            &self.opt,
+            &state,
+            self.cfg.checkpoint.keep,
+        )
+    }
+
+    /// One iteration: rollout, advantages, update. Returns its metrics.
+    fn iteration(&mut self, it: usize) -> Result<Record> {
+        let cfg = &self.cfg;
+        let seeds = train_seeds(cfg, it);
+        let sampling = train_sampling(cfg);
+        let plan = RolloutPlan {
+            env: &cfg.env,
+            seeds: &seeds,
+            group_size: cfg.rollout.num_generations,
+            max_steps: cfg.rollout.max_steps,
+            history_length: cfg.history_length(),
+            instructions: cfg.instructions(),
+            sampling: &sampling,
+            sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, it as u64),
+        };
+        let rollout = collect(&self.policy, &plan)?;
+        let stats = rollout.stats();
+        let steps: usize = rollout.trajectories.iter().map(|t| t.steps.len()).sum();
+        self.env_steps += steps as u64;
+
+        let t_adv = Instant::now();
+        let adv = advantages(&rollout, &cfg.algorithm)?;
+        let values: Vec<f64> = adv.steps.iter().map(|s| s.advantage).collect();
+        let samples = build_samples(
+            self.policy.tokenizer(),
+            &rollout,
+            &values,
+            cfg.sample_layout,
+        )?;
+        let adv_seconds = t_adv.elapsed().as_secs_f64();
+
+        let t_update = Instant::now();
+        let old = self.old_logprobs(&samples, &rollout)?;
+        let reference = self.reference_logprobs(&samples)?;
+        let up = self.update(&samples, &old, reference.as_deref(), it)?;
+        let update_seconds = t_update.elapsed().as_secs_f64();
+
+        let d = &adv.diagnostics;
+        let tokens = (rollout.generated_tokens + rollout.prompt_tokens) as f64;
+        let mut rec = Record::new();
+        let mut put = |k: &str, v: f64| {
+            rec.insert(k.to_string(), v);
+        };
+        put(names::ITERATION, it as f64);
+        put(names::ENV_STEPS, self.env_steps as f64);
+        put(names::TRAIN_SUCCESS, stats.success_rate);
+        put(names::TRAIN_RETURN, stats.mean_return);
+        put(names::TRAIN_LENGTH, stats.episode_length);
+        put(names::TRAIN_INVALID, stats.invalid_action_rate);
+        put(names::ADV_STEP_GROUPS, d.step_groups as f64);
+        put(names::ADV_STEP_GROUP_SHARE, d.step_group_share);
+        put(names::ADV_ZERO_VAR_SHARE, d.zero_variance_step_group_share);
+        put(
+            names::ADV_ZERO_VAR_EPISODE_SHARE,
+            d.zero_variance_episode_group_share,
+        );
+        put(
+            names::ADV_MEAN_ABS,
+            values.iter().map(|v| v.abs()).sum::<f64>() / values.len().max(1) as f64,
+        );
+        put(names::LOSS_TOTAL, up.loss);
+        put(names::LOSS_PG, up.pg);
+        put(names::LOSS_KL, up.kl);
+        put(names::LOSS_ENTROPY, up.entropy);
+        put(names::LOSS_CLIP_FRACTION, up.clip_fraction);
+        put(names::GRAD_NORM, up.grad_norm);
+        put(names::TIME_ROLLOUT, rollout.seconds);
+        put(names::TIME_ADVANTAGE, adv_seconds);
+        put(names::TIME_UPDATE, update_seconds);
+        put(
+            names::TOKENS_PER_S,
+            (tokens + up.tokens) / (rollout.seconds + update_seconds).max(1e-9),
+        );
+        put(names::ENV_FAULTS, rollout.faults as f64);
+        Ok(rec)
+    }
+
+    /// log π_old per sample: recomputed by scoring (no gradient) or taken from sampling.
+    fn old_logprobs(
+        &self,
+        samples: &[Sample],
+        rollout: &crate::rollout::Rollout,
+    ) -> Result<Vec<Vec<f32>>> {
+        if self.cfg.old_logprobs() == OldLogprobs::Sampling {
+            // Step layout: samples are the steps with a response, in order.
+            let recorded = rollout
+                .trajectories
+                .iter()
+                .flat_map(|t| &t.steps)
+                .filter(|s| !s.response.is_empty() && !s.prompt.is_empty());
+            return Ok(recorded.map(|s| s.logprobs.clone()).collect());
+        }
+        score_rows(
+            &self.policy,
+            samples,
+            ScoreMode::OLD,
+            self.cfg.update.micro_batch_size,
+        )
+    }
+
+    /// log π_ref per sample, or `None` when β = 0.
+    fn reference_logprobs(&self, samples: &[Sample]) -> Result<Option<Vec<Vec<f32>>>> {
+        if self.cfg.loss.beta == 0.0 {
+            return Ok(None);
+        }
+        let mb = self.cfg.update.micro_batch_size;
+        Ok(Some(match &self.reference {
+            Some(r) => score_rows(r, samples, ScoreMode::OLD, mb)?,
+            None => score_rows(&self.policy, samples, ScoreMode::REFERENCE, mb)?,
+        }))
+    }
+
+    fn update(
+        &mut self,
+        samples: &[Sample],
+        old: &[Vec<f32>],
+        reference: Option<&[Vec<f32>]>,
+        it: usize,
+    ) -> Result<UpdateStats> {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(mix_seed(self.cfg.seed ^ SHUFFLE_STREAM, it as u64));
+        let mut order: Vec<usize> = (0..samples.len()).collect();
+        let mb = match self.cfg.update.mini_batch_size {
+            0 => samples.len().max(1),
+            n => n,
+        };
+        let mut total = UpdateStats::default();
+        let mut steps = 0usize;
+        for _ in 0..self.cfg.update.ppo_epochs {
+            order.shuffle(&mut rng);
+            for chunk in order.chunks(mb) {
+                let s = self.mini_batch(samples, old, reference, chunk)?;
+                total.loss += s.loss;
+                total.pg += s.pg;
+                total.kl += s.kl;
+                total.entropy += s.entropy;
+                total.clip_fraction += s.clip_fraction;
+                total.grad_norm += s.grad_norm;
+                total.tokens += s.tokens;
+                steps += 1;
+            }
+        }
+        let n = steps.max(1) as f64;
+        Ok(UpdateStats {
+            loss: total.loss / n,
+            pg: total.pg / n,
+            kl: total.kl / n,
+            entropy: total.entropy / n,
+            clip_fraction: total.clip_fraction / n,
+            grad_norm: total.grad_norm / n,
+            tokens: total.tokens,
+        })
+    }
+
+    /// One optimizer step over the samples `idx`, in micro-batches whose gradients are summed.
+    fn mini_batch(
+        &mut self,
+        samples: &[Sample],
+        old: &[Vec<f32>],
+        reference: Option<&[Vec<f32>]>,
+        idx: &[usize],
+    ) -> Result<UpdateStats> {
+        let how = self.cfg.loss.aggregation;
+        let denominator = match how {
+            crate::config::Aggregation::TokenMean => idx
+                .iter()
+                .map(|&i| samples[i].mask.iter().sum::<f32>() as f64)
+                .sum(),
+            _ => idx
+                .iter()
+                .filter(|&&i| samples[i].mask.iter().any(|&m| m > 0.0))
+                .count() as f64,
+        };
+        let vars = self.policy.trainable_vars();
+        let mut grads: Option<GradStore> = None;
+        let mut out = UpdateStats::default();
+        let mut clipped = 0.0;
+        for micro in idx.chunks(self.cfg.update.micro_batch_size) {
+            let batch = Padded::new(samples, old, reference, micro, self.policy.device())?;
+            let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| samples[i].tokens.clone()).collect();
+            let starts: Vec<usize> = micro.iter().map(|&i| samples[i].start).collect();
+            let scores = self.policy.score(&seqs, &starts, ScoreMode::TRAIN)?;
+            let inputs = LossInputs {
+                logprobs: &scores.logprobs,
+                old_logprobs: &batch.old,
+                ref_logprobs: batch.reference.as_ref(),
+                entropies: &scores.entropies,
+                advantages: &batch.advantages,
+                mask: &batch.mask,
+                denominator: Some(denominator),
+            };
+            let l = policy_loss(&inputs, &self.cfg.loss)?;
+            let g = l.loss.backward()?;
+            out.loss += l.loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
+            out.pg += l.pg;
+            out.kl += l.kl;
+            out.entropy += l.entropy;
+            out.tokens += l.tokens;
+            clipped += l.clip_fraction * l.tokens;
+            grads = Some(match grads {
+                None => g,
+                Some(mut acc) => {
+                    for v in &vars {
+                        if let Some(new) = g.get(v.as_tensor()) {
+                            let sum = match acc.get(v.as_tensor()) {
+                                Some(old) => (old + new)?,
+                                None => new.clone(),
+                            };
+                            acc.insert(v.as_tensor(), sum);
+                        }
+                    }
+                    acc
+                }
+            });
+        }
+        if let Some(g) = grads {
+            out.grad_norm = self.opt.step(&g)?.grad_norm;
+        }
+        out.clip_fraction = if out.tokens > 0.0 {
+            clipped / out.tokens
+        } else {
+            0.0
+        };
+        Ok(out)
+    }
+}
+
+/// Old/ref log-probabilities, advantages and mask of some samples, right-padded to
+/// `[batch, longest scored length]` as [`Policy::score`] pads.
+struct Padded {
+    old: Tensor,
+    reference: Option<Tensor>,
+    advantages: Tensor,
+    mask: Tensor,
+}
+
+impl Padded {
+    fn new(
+        samples: &[Sample],
+        old: &[Vec<f32>],
+        reference: Option<&[Vec<f32>]>,
+        idx: &[usize],
+        device: &candle_core::Device,
+    ) -> Result<Self> {
+        let width = idx
+            .iter()
+            .map(|&i| samples[i].scored_len())
+            .max()
+            .unwrap_or(0);
+        let pad = |rows: &mut dyn Iterator<Item = &[f32]>| -> Result<Tensor> {
+            let mut flat = Vec::with_capacity(idx.len() * width);
+            for r in rows {
+                flat.extend_from_slice(&r[..r.len().min(width)]);
+                flat.extend(std::iter::repeat_n(0.0, width - r.len().min(width)));
+            }
+            Ok(Tensor::from_vec(flat, (idx.len(), width), device)?)
+        };
+        for &i in idx {
+            if old[i].len() != samples[i].scored_len() {
+                return Err(TrainError::config(
+                    "update.old_logprobs",
+                    format!(
+                        "sample {i}: {} old log-probabilities for {} tokens",
+                        old[i].len(),
+                        samples[i].scored_len()
+                    ),
+                ));
+            }
+        }
+        Ok(Self {
+            old: pad(&mut idx.iter().map(|&i| old[i].as_slice()))?,
+            reference: reference
+                .map(|r| pad(&mut idx.iter().map(|&i| r[i].as_slice())))
+                .transpose()?,
+            advantages: pad(&mut idx.iter().map(|&i| samples[i].advantages.as_slice()))?,
+            mask: pad(&mut idx.iter().map(|&i| samples[i].mask.as_slice()))?,
+        })
+    }
+}
+
+/// Per-sample log-probabilities of the scored tokens, in micro-batches, without gradient.
+fn score_rows(
+    policy: &Policy,
+    samples: &[Sample],
+    mode: ScoreMode,
+    micro: usize,
+) -> Result<Vec<Vec<f32>>> {
+    let mut out = Vec::with_capacity(samples.len());
+    for chunk in samples.chunks(micro.max(1)) {
+        let seqs: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
+        let starts: Vec<usize> = chunk.iter().map(|s| s.start).collect();
+        out.extend(policy.score(&seqs, &starts, mode)?.logprob_rows()?);
+    }
+    Ok(out)
+}
+
+fn reference_policy(cfg: &TrainConfig, policy: &Policy) -> Result<Option<Policy>> {
+    if cfg.loss.beta == 0.0 || policy.lora_config().is_some() {
+        return Ok(None);
+    }
+    Ok(Some(policy.frozen_copy()?))
+}
+
+fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
+    let o = &cfg.optim;
+    AdamWConfig {
+        lr: o.lr,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        weight_decay: o.weight_decay,
+        max_grad_norm: o.max_grad_norm,
+    }
+}
+
+fn progress_bar(on: bool, total: u64, done: u64) -> Option<indicatif::ProgressBar> {
+    if !on {
+        return None;
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    let style = indicatif::ProgressStyle::with_template(
+        "{bar:30} {pos}/{len} iters  {per_sec}  ETA {eta}  {msg}",
+    )
+    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
+    bar.set_style(style);
+    bar.set_position(done);
+    Some(bar)
+}
+
+fn bar_message(rec: &Record) -> String {
+    let g = |k: &str| rec.get(k).copied().unwrap_or(f64::NAN);
+    let mut s = format!(
+        "success {:.2}  return {:.2}  invalid {:.2}",
+        g(names::TRAIN_SUCCESS),
+        g(names::TRAIN_RETURN),
+        g(names::TRAIN_INVALID)
+    );
+    if let Some(e) = rec.get(names::EVAL_SUCCESS) {
+        s.push_str(&format!("  eval {e:.2}"));
+    }
+    s
+}

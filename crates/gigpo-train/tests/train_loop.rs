@@ -1,0 +1,239 @@
+//! End-to-end checks of the training loop on a very small setup.
+
+use std::path::Path;
+
+use gigpo_train::checkpoint;
+use gigpo_train::config::{SampleLayout, TrainConfig};
+use gigpo_train::metrics::{names, read_jsonl};
+use gigpo_train::tensorboard::read_events;
+use gigpo_train::Trainer;
+
+/// A configuration small enough to train in seconds.
+fn small(run_dir: &Path) -> TrainConfig {
+    let mut cfg = TrainConfig::default();
+    let sets = [
+        ("iterations", "2"),
+        ("model.tiny.hidden_size", "16"),
+        ("model.tiny.num_layers", "1"),
+        ("model.tiny.num_heads", "2"),
+        ("model.tiny.num_kv_heads", "2"),
+        ("model.tiny.intermediate_size", "32"),
+        ("rollout.groups", "2"),
+        ("rollout.num_generations", "3"),
+        ("rollout.max_steps", "3"),
+        ("rollout.history_length", "1"),
+        ("update.mini_batch_size", "8"),
+        ("update.ppo_epochs", "2"),
+        ("eval.every", "1"),
+        ("eval.episodes", "2"),
+        ("checkpoint.every", "1"),
+        ("checkpoint.keep", "2"),
+    ];
+    for (k, v) in sets {
+        cfg.set(k, v).unwrap();
+    }
+    cfg.run_dir = run_dir.to_path_buf();
+    cfg
+}
+
+fn weights(dir: &Path) -> Vec<(String, Vec<f32>)> {
+    let (_, last) = checkpoint::list(dir).unwrap().pop().unwrap();
+    let map = candle_core::safetensors::load(
+        last.join("trainable.safetensors"),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let mut out: Vec<(String, Vec<f32>)> = map
+        .into_iter()
+        .map(|(k, t)| (k, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+        .collect();
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out
+}
+
+#[test]
+fn a_run_writes_metrics_events_checkpoints_and_curves() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut trainer = Trainer::new(small(dir.path())).unwrap();
+    let summary = trainer.run().unwrap();
+    assert_eq!(summary.iterations, 2);
+    assert!(summary.plot_error.is_none(), "{:?}", summary.plot_error);
+    let recs = read_jsonl(&dir.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(recs.len(), 3, "evaluation at 0, then iterations 1 and 2");
+    assert!(
+        recs[0].contains_key(names::EVAL_SUCCESS) && !recs[0].contains_key(names::TRAIN_SUCCESS)
+    );
+    for r in &recs[1..] {
+        for k in [
+            names::TRAIN_SUCCESS,
+            names::ADV_STEP_GROUP_SHARE,
+            names::LOSS_PG,
+            names::GRAD_NORM,
+            names::EVAL_SUCCESS,
+            names::TOKENS_PER_S,
+        ] {
+            assert!(r[k].is_finite(), "{k}");
+        }
+    }
+    assert_eq!(
+        recs[2][names::ENV_STEPS],
+        2.0 * 2.0 * 3.0 * 3.0,
+        "6 episodes of 3 steps per iteration"
+    );
+    // TensorBoard events parse back with the same values.
+    let tb = std::fs::read_dir(dir.path().join("tensorboard"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let events = read_events(&std::fs::read(tb).unwrap()).unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(last.step, 2);
+    let v = last
+        .scalars
+        .iter()
+        .find(|(k, _)| k == names::TRAIN_RETURN)
+        .unwrap()
+        .1;
+    assert_eq!(v, recs[2][names::TRAIN_RETURN] as f32);
+    // Two checkpoints kept, config saved, curves drawn.
+    let cks = checkpoint::list(dir.path()).unwrap();
+    assert_eq!(cks.iter().map(|c| c.0).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(cks[1].1.join("model/config.json").is_file());
+    let saved = TrainConfig::from_file(&dir.path().join("config.toml")).unwrap();
+    assert_eq!(&saved, trainer.config());
+    assert!(dir.path().join("curves.png").is_file());
+    // A second run may not start over the first one.
+    let e = Trainer::new(small(dir.path())).err().unwrap().to_string();
+    assert!(e.contains("--resume"), "{e}");
+}
+
+#[test]
+fn resuming_equals_running_straight_through() {
+    let straight = tempfile::tempdir().unwrap();
+    let mut cfg = small(straight.path());
+    cfg.iterations = 4;
+    Trainer::new(cfg.clone()).unwrap().run().unwrap();
+
+    let split = tempfile::tempdir().unwrap();
+    let mut first = cfg.clone();
+    first.run_dir = split.path().to_path_buf();
+    first.iterations = 2;
+    Trainer::new(first).unwrap().run().unwrap();
+    let mut resumed = Trainer::resume(split.path(), Some(4)).unwrap();
+    assert_eq!(resumed.iterations_done(), 2);
+    resumed.run().unwrap();
+
+    assert_eq!(weights(straight.path()), weights(split.path()));
+    let a = read_jsonl(&straight.path().join("metrics.jsonl")).unwrap();
+    let b = read_jsonl(&split.path().join("metrics.jsonl")).unwrap();
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        for k in [
+            names::ITERATION,
+            names::TRAIN_RETURN,
+            names::LOSS_PG,
+            names::GRAD_NORM,
+            names::EVAL_RETURN,
+        ] {
+            assert_eq!(x.get(k), y.get(k), "{k}");
+        }
+    }
+}
+
+#[test]
+fn trajectory_layout_and_other_estimators_train() {
+    for (layout, estimator, agg) in [
+        (SampleLayout::Trajectory, "gigpo", "seq-mean-token-mean"),
+        (SampleLayout::Step, "rloo", "seq-mean-token-sum"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = small(dir.path());
+        cfg.sample_layout = layout;
+        cfg.iterations = 1;
+        cfg.set("algorithm.estimator", estimator).unwrap();
+        cfg.set("loss.aggregation", agg).unwrap();
+        cfg.set("model.lora.rank", "2").unwrap();
+        let mut t = Trainer::new(cfg).unwrap();
+        t.run().unwrap();
+        let recs = read_jsonl(&dir.path().join("metrics.jsonl")).unwrap();
+        assert!(recs[1][names::LOSS_TOTAL].is_finite());
+        assert!(recs[1][names::GRAD_NORM] >= 0.0);
+    }
+}
+
+#[test]
+fn resume_without_checkpoint_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Trainer::resume(dir.path(), None).err().unwrap().to_string();
+    assert!(e.contains("no checkpoint"), "{e}");
+}
+
+#[test]
+fn sampling_log_probabilities_line_up_with_rescoring_in_both_layouts() {
+    use gigpo_env::spec::EnvSpec;
+    use gigpo_model::{Policy, SamplingParams, ScoreMode};
+    use gigpo_train::layout::build_samples;
+    use gigpo_train::rollout::{collect, RolloutPlan};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = small(dir.path());
+    let policy = Policy::tiny(&cfg.model.tiny, 5, &gigpo_model::Device::Cpu).unwrap();
+    let env: EnvSpec = "sokoban".parse().unwrap();
+    let sampling = SamplingParams {
+        max_new_tokens: 3,
+        ..SamplingParams::default()
+    };
+    let plan = RolloutPlan {
+        env: &env,
+        seeds: &[1, 2],
+        group_size: 2,
+        max_steps: 3,
+        history_length: 2,
+        instructions: true,
+        sampling: &sampling,
+        sample_seed: 9,
+    };
+    let rollout = collect(&policy, &plan).unwrap();
+    let n: usize = rollout.trajectories.iter().map(|t| t.steps.len()).sum();
+    let adv = vec![0.5; n];
+    let recorded: Vec<f32> = rollout
+        .trajectories
+        .iter()
+        .flat_map(|t| &t.steps)
+        .flat_map(|s| s.logprobs.clone())
+        .collect();
+    let step = build_samples(policy.tokenizer(), &rollout, &adv, SampleLayout::Step).unwrap();
+    let seqs: Vec<Vec<u32>> = step.iter().map(|s| s.tokens.clone()).collect();
+    let starts: Vec<usize> = step.iter().map(|s| s.start).collect();
+    let rescored: Vec<f32> = policy
+        .score(&seqs, &starts, ScoreMode::OLD)
+        .unwrap()
+        .logprob_rows()
+        .unwrap()
+        .concat();
+    assert_eq!(recorded.len(), rescored.len());
+    for (a, b) in recorded.iter().zip(&rescored) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    // The trajectory layout scores the same tokens (in the full-chat context): one entry per
+    // trained token, lined up with the mask.
+    let traj = build_samples(policy.tokenizer(), &rollout, &adv, SampleLayout::Trajectory).unwrap();
+    let seqs: Vec<Vec<u32>> = traj.iter().map(|s| s.tokens.clone()).collect();
+    let starts: Vec<usize> = traj.iter().map(|s| s.start).collect();
+    let rows = policy
+        .score(&seqs, &starts, ScoreMode::OLD)
+        .unwrap()
+        .logprob_rows()
+        .unwrap();
+    let trained: usize = traj
+        .iter()
+        .map(|s| s.mask.iter().filter(|&&m| m > 0.0).count())
+        .sum();
+    assert_eq!(trained, recorded.len());
+    for (row, s) in rows.iter().zip(&traj) {
+        assert_eq!(row.len(), s.mask.len());
+        assert!(row.iter().all(|v| v.is_finite() && *v <= 0.0));
+    }
+}
