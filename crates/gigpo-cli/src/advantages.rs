@@ -1,11 +1,11 @@
 //! `gigpo advantages`: advantages for trajectories in a JSON-lines file (SPEC §7).
 
-use crate::atomic::write_atomic;
 use anyhow::{bail, Context, Result};
 use gigpo_core::{
     compute, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention, Diagnostics,
     Estimator, Norm, StepAdvantage, StepInput,
 };
+use gigpo_train::fsutil::write_atomic;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;

@@ -3,7 +3,6 @@
 //! Each subcommand lives in its own module; this file only parses and dispatches.
 
 mod advantages;
-mod atomic;
 mod env_cmd;
 mod eval_cmd;
 mod model_cmd;

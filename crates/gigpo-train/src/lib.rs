@@ -11,7 +11,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod error;
 pub mod eval;
-mod fsutil;
+pub mod fsutil;
 pub mod layout;
 pub mod loss;
 pub mod metrics;
