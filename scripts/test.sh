@@ -12,4 +12,7 @@ if [ -f python/requirements-test.txt ]; then
     export GIGPO_PYTHON="$PWD/.venv/bin/python"
 fi
 
+# Property tests draw their cases from a fixed seed, so every run tests the same cases.
+export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-20261122}"
+
 cargo test --workspace --locked "$@"
