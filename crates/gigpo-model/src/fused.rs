@@ -6,10 +6,14 @@
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Result<&'a [f32]> {
-    let data = match s {
-        CpuStorage::F32(d) => d.as_slice(),
-        _ => candle_core::bail!("{what}: only f32 is supported"),
+/// The contiguous elements of a CPU tensor of dtype `T`; an error naming `what` otherwise.
+pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> candle_core::Result<&'a [T]> {
+    let Ok(data) = s.as_slice::<T>() else {
+        candle_core::bail!("{what}: only {:?} is supported", T::DTYPE);
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
@@ -55,8 +59,8 @@ impl CustomOp2 for RmsNorm {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "rms_norm")?;
-        let w = contiguous(s2, l2, "rms_norm")?;
+        let x = contiguous::<f32>(s1, l1, "rms_norm")?;
+        let w = contiguous::<f32>(s2, l2, "rms_norm")?;
         let d = w.len();
         let mut out = vec![0f32; x.len()];
         for_rows(&mut out, d, |i, o| {
@@ -104,9 +108,9 @@ impl CustomOp3 for RmsNormGrad {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "rms_norm grad")?;
-        let w = contiguous(s2, l2, "rms_norm grad")?;
-        let g = contiguous(s3, l3, "rms_norm grad")?;
+        let x = contiguous::<f32>(s1, l1, "rms_norm grad")?;
+        let w = contiguous::<f32>(s2, l2, "rms_norm grad")?;
+        let g = contiguous::<f32>(s3, l3, "rms_norm grad")?;
         let d = w.len();
         let n = x.len() / d;
         let mut out = vec![0f32; (n + 1) * d];
@@ -149,7 +153,7 @@ impl CustomOp1 for Softmax {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, "softmax")?;
+        let x = contiguous::<f32>(s, l, "softmax")?;
         let d = l.shape().dims().last().copied().unwrap_or(1);
         let mut out = vec![0f32; x.len()];
         for_rows(&mut out, d, |i, o| {
@@ -187,8 +191,8 @@ impl CustomOp2 for SoftmaxGrad {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let y = contiguous(s1, l1, "softmax grad")?;
-        let g = contiguous(s2, l2, "softmax grad")?;
+        let y = contiguous::<f32>(s1, l1, "softmax grad")?;
+        let g = contiguous::<f32>(s2, l2, "softmax grad")?;
         let d = l1.shape().dims().last().copied().unwrap_or(1);
         let mut out = vec![0f32; y.len()];
         for_rows(&mut out, d, |i, o| {
@@ -230,9 +234,9 @@ impl CustomOp3 for Rope {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "rope")?;
-        let cos = contiguous(s2, l2, "rope")?;
-        let sin = contiguous(s3, l3, "rope")?;
+        let x = contiguous::<f32>(s1, l1, "rope")?;
+        let cos = contiguous::<f32>(s2, l2, "rope")?;
+        let sin = contiguous::<f32>(s3, l3, "rope")?;
         let (b, h, t, d) = l1.shape().dims4()?;
         let half = d / 2;
         let per_batch = l2.shape().rank() == 3;

@@ -1,5 +1,6 @@
 //! Log-softmax, gather and entropy fused in one pass over the logits, with a backward step.
 
+use crate::fused::contiguous;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -38,22 +39,6 @@ fn row_lse(row: &[f32]) -> (f32, f32) {
     (max, max + sum.ln())
 }
 
-fn slices<'a>(s: &'a CpuStorage, l: &Layout, name: &str) -> candle_core::Result<&'a [f32]> {
-    let data = s.as_slice::<f32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{name}: input must be contiguous"),
-    }
-}
-
-fn targets_of<'a>(s: &'a CpuStorage, l: &Layout) -> candle_core::Result<&'a [u32]> {
-    let data = s.as_slice::<u32>()?;
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("logprob_entropy: targets must be contiguous"),
-    }
-}
-
 struct LogprobEntropy;
 
 impl CustomOp2 for LogprobEntropy {
@@ -69,8 +54,8 @@ impl CustomOp2 for LogprobEntropy {
         l2: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, v) = l1.shape().dims2()?;
-        let logits = slices(s1, l1, "logprob_entropy")?;
-        let targets = targets_of(s2, l2)?;
+        let logits = contiguous::<f32>(s1, l1, "logprob_entropy")?;
+        let targets = contiguous::<u32>(s2, l2, "logprob_entropy targets")?;
         if targets.len() != n {
             candle_core::bail!("logprob_entropy: {n} rows but {} targets", targets.len());
         }
@@ -124,9 +109,9 @@ impl CustomOp3 for LogprobEntropyGrad {
         l3: &Layout,
     ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (n, v) = l1.shape().dims2()?;
-        let logits = slices(s1, l1, "logprob_entropy grad")?;
-        let targets = targets_of(s2, l2)?;
-        let aux = slices(s3, l3, "logprob_entropy grad")?;
+        let logits = contiguous::<f32>(s1, l1, "logprob_entropy grad")?;
+        let targets = contiguous::<u32>(s2, l2, "logprob_entropy targets")?;
+        let aux = contiguous::<f32>(s3, l3, "logprob_entropy grad")?;
         let mut out = vec![0f32; n * v];
         out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
             let row = &logits[i * v..(i + 1) * v];
