@@ -127,7 +127,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let cfg = build_config(&args)?;
         if args.print_config {
-            print!("{}", cfg.to_toml()?);
+            print!("{}", cfg.resolved().to_toml()?);
             return Ok(());
         }
         Trainer::new(cfg)?
@@ -135,16 +135,11 @@ pub fn run(args: Args) -> Result<()> {
     let run_dir = trainer.config().run_dir.clone();
     trainer = trainer.with_progress(!args.quiet);
     let summary = trainer.run()?;
-    if let (Some(first), Some(last)) = (&summary.first_eval, &summary.last_eval) {
-        eprintln!(
-            "held-out success rate {:.3} -> {:.3}, mean return {:.3} -> {:.3}",
-            first.success_rate, last.success_rate, first.mean_return, last.mean_return
-        );
-    } else if let Some(last) = &summary.last_eval {
-        eprintln!(
-            "held-out success rate {:.3}, mean return {:.3}",
-            last.success_rate, last.mean_return
-        );
+    if let Some(first) = &summary.first_eval {
+        eprintln!("held-out at the start: {}", first.summary());
+    }
+    if let Some(last) = &summary.last_eval {
+        eprintln!("held-out at the end:   {}", last.summary());
     }
     if let Some(e) = &summary.plot_error {
         eprintln!(

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which advantage estimator (SPEC §1.8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Estimator {
     /// Episode advantage only: `A_t = A^E(τ)`.
@@ -19,7 +19,7 @@ pub enum Estimator {
 }
 
 /// The normalisation factor F of SPEC §1.4 and §1.6.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
     /// F = sample standard deviation (n − 1) + ε.
@@ -30,7 +30,7 @@ pub enum Norm {
 }
 
 /// How episode and step advantages are combined (SPEC §1.7).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Combine {
     /// `A = A^E + ω·A^S` (the paper's Eq. 8).
@@ -41,7 +41,7 @@ pub enum Combine {
 }
 
 /// Whose numeric conventions to follow (SPEC §1.9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Convention {
     /// The paper's equations: statistics over trajectories, penalty before discounting.
@@ -65,6 +65,14 @@ macro_rules! parse_enum {
                         expected: $expected,
                     }),
                 }
+            }
+        }
+
+        /// Read as [`FromStr`] reads it: case-insensitive.
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = String::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
             }
         }
     };

@@ -7,7 +7,15 @@ use serde_json::{json, Map, Value};
 const WORDS: &[&str] = &[
     "action", "think", "up", "down", "left", "right", "box", "wall", "target", "player", "the",
     "you", "move", "push", "step", "valid", "reward", "state",
+    // The words of the step prompt.
+    "Current", "observation", "Observation", "Previous", "steps", "Action", "Admissible",
+    "actions",
 ];
+
+/// Grid cells of the built-in environments (Sokoban `# _ O X √ P S`, FrozenLake `F H G W`).
+/// Rows are cells joined by single spaces, so a cell with its leading space is one token and a
+/// 6×6 room is 6 × 6 cell tokens plus 5 newlines: the model reads one token per cell.
+const CELLS: &[&str] = &["#", "_", "O", "X", "√", "P", "S", "F", "H", "G", "W"];
 
 /// Tags that are single (non-special) tokens.
 const TAGS: &[&str] = &["<think>", "</think>", "<action>", "</action>"];
@@ -45,11 +53,11 @@ fn vocab_and_merges() -> (Vec<String>, Vec<(String, String)>) {
     let mut vocab: Vec<String> = chars.iter().map(|c| c.to_string()).collect();
     let mut merges: Vec<(String, String)> = Vec::new();
     let space = chars[b' ' as usize];
-    for word in WORDS {
+    for word in WORDS.iter().chain(CELLS) {
         for prefix in [String::new(), space.to_string()] {
             let symbols: Vec<String> = prefix
                 .chars()
-                .chain(word.chars())
+                .chain(word.bytes().map(|b| chars[b as usize]))
                 .map(|c| c.to_string())
                 .collect();
             let pieces = apply_merges(symbols, &merges);
@@ -135,4 +143,21 @@ pub(crate) fn tokenizer_config() -> Value {
         "clean_up_tokenization_spaces": false,
         "model_max_length": 2048,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::Tokenizer;
+
+    #[test]
+    fn a_grid_is_one_token_per_cell() {
+        let tok = Tokenizer::tiny().unwrap();
+        let grid = "# # # # # #\n# _ P _ O #\n# _ X √ S #\n# # # # # #";
+        let ids = tok.encode(grid).unwrap();
+        // 24 cells and 3 newlines.
+        assert_eq!(ids.len(), 27, "{ids:?}");
+        assert_eq!(tok.decode_raw(&ids).unwrap(), grid);
+        let ids = tok.encode("Current observation:\n").unwrap();
+        assert_eq!(ids.len(), 4, "{ids:?}");
+    }
 }

@@ -34,6 +34,8 @@ use gigpo_model::{DeviceChoice, LoraConfig, TinyConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::prompt::{HistoryAction, PromptStyle};
+use crate::sft::SftConfig;
 
 /// The whole training configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -68,6 +70,8 @@ pub struct TrainConfig {
     pub update: UpdateConfig,
     /// How steps become training sequences (SPEC §2). Default `step`.
     pub sample_layout: SampleLayout,
+    /// Warm start on solver demonstrations before RL. Default off.
+    pub sft: SftConfig,
     /// Evaluation on held-out levels.
     pub eval: EvalConfig,
     /// Checkpoints.
@@ -93,6 +97,7 @@ impl Default for TrainConfig {
             optim: OptimConfig::default(),
             update: UpdateConfig::default(),
             sample_layout: SampleLayout::Step,
+            sft: SftConfig::default(),
             eval: EvalConfig::default(),
             checkpoint: CheckpointConfig::default(),
         }
@@ -108,8 +113,14 @@ pub struct ModelSection {
     /// Sizes of the tiny built-in model (used when `path` is not set). Default: width 64,
     /// 2 layers, 4 heads, MLP 256, init std 0.02.
     pub tiny: TinyConfig,
-    /// A LoRA adapter to train instead of all weights. Default none (full fine-tuning, with a
-    /// frozen copy as the reference policy).
+    /// Where the defaults of model-dependent fields come from. Default: `pretrained` when
+    /// `path` is set, else `scratch`.
+    pub profile: Option<Profile>,
+    /// Which weights are trained. Default: `lora` for the `pretrained` profile (the reference
+    /// policy is the model with the adapter off, no second copy), `full` for `scratch`.
+    pub finetune: Option<Finetune>,
+    /// The LoRA adapter's settings (used when `finetune = "lora"`; setting them alone turns
+    /// LoRA on). Default rank 8, α 16, every projection.
     pub lora: Option<LoraConfig>,
     /// `cpu` (default) or `{ cuda = N }` (needs a CUDA build).
     pub device: DeviceChoice,
@@ -119,11 +130,13 @@ impl Default for ModelSection {
     fn default() -> Self {
         Self {
             path: None,
+            profile: None,
+            finetune: None,
             tiny: TinyConfig {
                 hidden_size: 64,
                 num_layers: 2,
-                num_heads: 4,
-                num_kv_heads: 4,
+                num_heads: 2,
+                num_kv_heads: 2,
                 intermediate_size: 256,
                 max_position_embeddings: 1024,
                 ..TinyConfig::default()
@@ -132,6 +145,37 @@ impl Default for ModelSection {
             device: DeviceChoice::Cpu,
         }
     }
+}
+
+/// Where the defaults of the model-dependent fields come from (`model.profile`).
+///
+/// | field | `scratch` | `pretrained` |
+/// |---|---|---|
+/// | `model.finetune` | `full` | `lora` |
+/// | `rollout.max_new_tokens` | 1 | 256 |
+/// | `rollout.history_length` | 0 | 2 |
+/// | `rollout.instructions` | false | true |
+/// | `loss.beta` | 0 (no meaningful reference) | 0.01 |
+/// | `optim.lr` | 3e-3 | 1e-4 with LoRA, 1e-6 full |
+/// | `update.micro_batch_size` | 64 | 4 |
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Profile {
+    /// A model trained from scratch (the tiny built-in model): it cannot read instructions, an
+    /// action is one token, and its initial policy is no meaningful reference.
+    Scratch,
+    /// A pretrained (instruct) model: SPEC defaults, LoRA, a KL penalty to the base model.
+    Pretrained,
+}
+
+/// Which weights are trained (`model.finetune`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finetune {
+    /// Every weight; the reference policy (when β > 0) is a frozen copy.
+    Full,
+    /// A LoRA adapter over frozen weights (`model.lora`).
+    Lora,
 }
 
 /// Rollout collection and sampling.
@@ -148,6 +192,9 @@ pub struct RolloutConfig {
     /// model loaded from `model.path` (SPEC §2); 0 for the tiny built-in model, for which
     /// the current observation is the whole state and history would triple the prompt.
     pub history_length: Option<usize>,
+    /// What the history shows of each past action: `parsed` (the action the answer names,
+    /// default) or `text` (the whole generated text with its reasoning).
+    pub history_action: HistoryAction,
     /// Put the environment's instructions at the top of every prompt. Default: on for a model
     /// loaded from `model.path`, off for the tiny built-in model (which cannot read them; they
     /// would only cost compute).
@@ -174,6 +221,7 @@ impl Default for RolloutConfig {
             num_generations: 8,
             max_steps: 15,
             history_length: None,
+            history_action: HistoryAction::Parsed,
             instructions: None,
             temperature: 1.0,
             top_p: 1.0,
@@ -222,8 +270,9 @@ pub struct LossConfig {
     /// Dual clip constant c (> 1) bounding the loss of negative-advantage tokens at −c·A.
     /// Default 3.0; none turns it off.
     pub dual_clip: Option<f64>,
-    /// KL coefficient β (`--beta`); 0 skips the reference policy. Default 0.01.
-    pub beta: f64,
+    /// KL coefficient β (`--beta`); 0 skips the reference policy. Default by profile: 0.01
+    /// for a pretrained model, 0 for a model trained from scratch (its initial policy is noise).
+    pub beta: Option<f64>,
     /// KL estimator. Default `k3` (`low_var_kl`).
     pub kl_estimator: KlEstimator,
     /// The k3 estimate is clamped to ±this. Default 10.
@@ -240,7 +289,7 @@ impl Default for LossConfig {
             clip_low: 0.2,
             clip_high: 0.2,
             dual_clip: Some(3.0),
-            beta: 0.01,
+            beta: None,
             kl_estimator: KlEstimator::K3,
             kl_clamp: 10.0,
             entropy_coef: 0.0,
@@ -253,9 +302,9 @@ impl Default for LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
-    /// Learning rate. Default 3e-3 (for the tiny model trained from scratch; use ~1e-6 to 1e-5
-    /// for pretrained models).
-    pub lr: f64,
+    /// Learning rate. Default by profile: 3e-3 from scratch; 1e-4 for a pretrained model with
+    /// LoRA, 1e-6 with full fine-tuning.
+    pub lr: Option<f64>,
     /// Decoupled weight decay. Default 0.0.
     pub weight_decay: f64,
     /// β₁. Default 0.9.
@@ -271,7 +320,7 @@ pub struct OptimConfig {
 impl Default for OptimConfig {
     fn default() -> Self {
         Self {
-            lr: 3e-3,
+            lr: None,
             weight_decay: 0.0,
             beta1: 0.9,
             beta2: 0.999,
@@ -290,11 +339,11 @@ pub struct UpdateConfig {
     /// Samples per mini-batch (one optimizer step each); 0 = the whole batch. Default 64.
     pub mini_batch_size: usize,
     /// Samples per forward/backward pass; gradients of the micro-batches of a mini-batch are
-    /// summed before the step (bounds memory, does not change the result). Default 64.
-    pub micro_batch_size: usize,
-    /// Where log π_old comes from. Default: `sampling` with the step layout (exact there: the
-    /// sampling log-probabilities are the raw model's, before temperature, under the same
-    /// weights and prompt; saves a forward pass), `recompute` with the trajectory layout.
+    /// summed before the step (bounds memory, does not change the result). Default by
+    /// profile: 64 from scratch, 4 for a pretrained model.
+    pub micro_batch_size: Option<usize>,
+    /// Where log π_old comes from. Default `recompute` (then `train/logprob_mismatch` watches
+    /// the sampler); `sampling` saves a forward pass.
     pub old_logprobs: Option<OldLogprobs>,
 }
 
@@ -303,7 +352,7 @@ impl Default for UpdateConfig {
         Self {
             ppo_epochs: 1,
             mini_batch_size: 64,
-            micro_batch_size: 64,
+            micro_batch_size: None,
             old_logprobs: None,
         }
     }
@@ -333,26 +382,39 @@ pub enum SampleLayout {
     Trajectory,
 }
 
-/// Evaluation on held-out levels.
+/// Evaluation on held-out levels (SPEC §4).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Evaluate before the first update and every this many iterations (and after the last);
     /// 0 = never. Default 8.
     pub every: usize,
-    /// Held-out levels (one episode each). Default 64.
-    pub episodes: usize,
-    /// Sampling temperature (0 = greedy). Default 1.0: the stochastic policy being trained
-    /// (a greedy policy that ignores history repeats a failed move forever).
+    /// Held-out levels: the first this many evaluation seeds; training never resets to one of
+    /// their levels (compared by content). Every evaluation plays each once. Default 256.
+    #[serde(alias = "episodes")]
+    pub levels: usize,
+    /// Temperature of the sampled evaluation. Default 1.0.
     pub temperature: f64,
+    /// Nucleus threshold of the sampled evaluation (1.0 = off). Default 1.0.
+    pub top_p: f64,
+    /// Top-k of the sampled evaluation (0 = off). Default 0.
+    pub top_k: usize,
+    /// Also play every level greedily (temperature 0). Default true.
+    pub greedy: bool,
+    /// Episodes of the random baseline per level. Default 32.
+    pub random_rollouts: usize,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
             every: 8,
-            episodes: 64,
+            levels: 256,
             temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            greedy: true,
+            random_rollouts: 32,
         }
     }
 }
@@ -454,35 +516,116 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// `rollout.max_new_tokens` with its model-dependent default resolved.
+    /// `model.profile` resolved: `pretrained` when a model path is set.
+    pub fn profile(&self) -> Profile {
+        self.model.profile.unwrap_or(if self.model.path.is_some() {
+            Profile::Pretrained
+        } else {
+            Profile::Scratch
+        })
+    }
+
+    fn pretrained(&self) -> bool {
+        self.profile() == Profile::Pretrained
+    }
+
+    /// `model.finetune` resolved: LoRA when its settings are given or the model is pretrained.
+    pub fn finetune(&self) -> Finetune {
+        self.model.finetune.unwrap_or(
+            if self.model.lora.is_some() || self.pretrained() {
+                Finetune::Lora
+            } else {
+                Finetune::Full
+            },
+        )
+    }
+
+    /// The LoRA adapter to add, when `finetune` is `lora`.
+    pub fn lora(&self) -> Option<LoraConfig> {
+        (self.finetune() == Finetune::Lora).then(|| self.model.lora.clone().unwrap_or_default())
+    }
+
+    /// `rollout.max_new_tokens` resolved.
     pub fn max_new_tokens(&self) -> usize {
         self.rollout
             .max_new_tokens
-            .unwrap_or(if self.model.path.is_some() { 256 } else { 1 })
+            .unwrap_or(if self.pretrained() { 256 } else { 1 })
     }
 
-    /// `update.old_logprobs` with its layout-dependent default resolved.
+    /// `update.old_logprobs` resolved.
     pub fn old_logprobs(&self) -> OldLogprobs {
-        self.update
-            .old_logprobs
-            .unwrap_or(match self.sample_layout {
-                SampleLayout::Step => OldLogprobs::Sampling,
-                SampleLayout::Trajectory => OldLogprobs::Recompute,
-            })
+        self.update.old_logprobs.unwrap_or(OldLogprobs::Recompute)
     }
 
-    /// `rollout.history_length` with its model-dependent default resolved.
+    /// `rollout.history_length` resolved.
     pub fn history_length(&self) -> usize {
         self.rollout
             .history_length
-            .unwrap_or(if self.model.path.is_some() { 2 } else { 0 })
+            .unwrap_or(if self.pretrained() { 2 } else { 0 })
     }
 
-    /// `rollout.instructions` with its model-dependent default resolved.
+    /// `rollout.instructions` resolved.
     pub fn instructions(&self) -> bool {
-        self.rollout
-            .instructions
-            .unwrap_or(self.model.path.is_some())
+        self.rollout.instructions.unwrap_or(self.pretrained())
+    }
+
+    /// `loss.beta` resolved.
+    pub fn beta(&self) -> f64 {
+        self.loss
+            .beta
+            .unwrap_or(if self.pretrained() { 0.01 } else { 0.0 })
+    }
+
+    /// `optim.lr` resolved.
+    pub fn lr(&self) -> f64 {
+        self.optim.lr.unwrap_or(match (self.profile(), self.finetune()) {
+            (Profile::Scratch, _) => 3e-3,
+            (Profile::Pretrained, Finetune::Lora) => 1e-4,
+            (Profile::Pretrained, Finetune::Full) => 1e-6,
+        })
+    }
+
+    /// `update.micro_batch_size` resolved.
+    pub fn micro_batch_size(&self) -> usize {
+        self.update
+            .micro_batch_size
+            .unwrap_or(if self.pretrained() { 4 } else { 64 })
+    }
+
+    /// How rollouts build prompts: the running chat with the trajectory layout, single-turn
+    /// prompts with a history window with the step layout.
+    pub fn prompt_style(&self) -> PromptStyle {
+        PromptStyle {
+            chat: self.sample_layout == SampleLayout::Trajectory,
+            history_length: self.history_length(),
+            history_action: self.rollout.history_action,
+            instructions: self.instructions(),
+        }
+    }
+
+    /// The configuration with every model-dependent default written out (what `--print-config`
+    /// shows and the run directory records).
+    pub fn resolved(&self) -> Self {
+        let mut c = self.clone();
+        c.model.profile = Some(self.profile());
+        c.model.finetune = Some(self.finetune());
+        c.model.lora = self.lora().or(c.model.lora);
+        c.rollout.max_new_tokens = Some(self.max_new_tokens());
+        c.rollout.history_length = Some(self.history_length());
+        c.rollout.instructions = Some(self.instructions());
+        c.loss.beta = Some(self.beta());
+        c.optim.lr = Some(self.lr());
+        c.update.micro_batch_size = Some(self.micro_batch_size());
+        c.update.old_logprobs = Some(self.old_logprobs());
+        c
+    }
+
+    /// The loss settings with β resolved.
+    pub fn loss_config(&self) -> LossConfig {
+        LossConfig {
+            beta: Some(self.beta()),
+            ..self.loss.clone()
+        }
     }
 
     /// Checks ranges and combinations, naming the field that is wrong.
@@ -494,7 +637,8 @@ impl TrainConfig {
             ("rollout.max_steps", self.rollout.max_steps),
             ("rollout.max_new_tokens", self.max_new_tokens()),
             ("update.ppo_epochs", self.update.ppo_epochs),
-            ("update.micro_batch_size", self.update.micro_batch_size),
+            ("update.micro_batch_size", self.micro_batch_size()),
+            ("eval.levels", self.eval.levels),
         ];
         for (field, v) in positive {
             if v == 0 {
@@ -505,14 +649,6 @@ impl TrainConfig {
             return Err(TrainError::config(
                 "use_gym_env",
                 "false is not supported: training runs through an environment (GiGPO needs its states)",
-            ));
-        }
-        if self.update.old_logprobs == Some(OldLogprobs::Sampling)
-            && self.sample_layout != SampleLayout::Step
-        {
-            return Err(TrainError::config(
-                "update.old_logprobs",
-                "`sampling` needs sample_layout = \"step\" (the trajectory layout scores tokens in another context)",
             ));
         }
         if self.rollout.train_levels == Some(0) {
@@ -545,7 +681,7 @@ impl TrainConfig {
             }
         }
         for (field, v) in [
-            ("loss.beta", l.beta),
+            ("loss.beta", self.beta()),
             ("loss.entropy_coef", l.entropy_coef),
             ("loss.kl_clamp", l.kl_clamp),
         ] {
@@ -557,12 +693,25 @@ impl TrainConfig {
             }
         }
         let o = &self.optim;
-        if !(o.lr > 0.0 && o.lr.is_finite()) {
+        if !(self.lr() > 0.0 && self.lr().is_finite()) {
             return Err(TrainError::config(
                 "optim.lr",
-                format!("{} must be > 0", o.lr),
+                format!("{} must be > 0", self.lr()),
             ));
         }
+        if !(self.eval.top_p > 0.0 && self.eval.top_p <= 1.0) {
+            return Err(TrainError::config(
+                "eval.top_p",
+                format!("{} must be in (0, 1]", self.eval.top_p),
+            ));
+        }
+        if self.finetune() == Finetune::Full && self.model.lora.is_some() {
+            return Err(TrainError::config(
+                "model.finetune",
+                "`full` with [model.lora] settings: choose one",
+            ));
+        }
+        self.sft.validate()?;
         for (field, v) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
             if !(0.0..1.0).contains(&v) {
                 return Err(TrainError::config(field, format!("{v} must be in [0, 1)")));
@@ -648,7 +797,7 @@ mod tests {
         cfg.set("loss.aggregation", "seq-mean-token-sum").unwrap();
         assert_eq!(cfg.loss.aggregation, Aggregation::SeqMeanTokenSum);
         cfg.set("optim.lr", "3e-4").unwrap();
-        assert_eq!(cfg.optim.lr, 3e-4);
+        assert_eq!(cfg.lr(), 3e-4);
         cfg.set("model.lora.rank", "4").unwrap();
         assert_eq!(cfg.model.lora.as_ref().unwrap().rank, 4);
         cfg.set("env.dim_room", "[7, 7]").unwrap();
@@ -696,6 +845,6 @@ mod tests {
         assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
         assert_eq!(cfg.algorithm.step_advantage_weight, 0.5);
         assert_eq!(cfg.rollout.num_generations, 4);
-        assert_eq!(cfg.loss.beta, 0.0);
+        assert_eq!(cfg.beta(), 0.0);
     }
 }

@@ -3,7 +3,7 @@
 //! levels, checkpoints that resume exactly, and metrics (JSON lines, TensorBoard, PNG curves).
 //!
 //! One iteration (SPEC §1–3): collect `groups × num_generations` episodes
-//! ([`rollout::collect`]), compute advantages ([`layout::advantages`]), turn steps into training
+//! ([`rollout::collect`]), compute advantages ([`layout::assign_advantages`]), turn steps into training
 //! sequences ([`layout::build_samples`]), then `ppo_epochs` passes of mini-batch updates of
 //! [`loss::policy_loss`].
 
@@ -18,10 +18,11 @@ pub mod metrics;
 pub mod plot;
 pub mod prompt;
 pub mod rollout;
+pub mod sft;
 pub mod tensorboard;
 pub mod trainer;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};
-pub use eval::{evaluate, EvalResult};
+pub use eval::{EvalResult, Evaluator};
 pub use trainer::{RunSummary, Trainer};

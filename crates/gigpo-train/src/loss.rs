@@ -158,8 +158,9 @@ pub fn policy_loss(inputs: &LossInputs<'_>, cfg: &LossConfig) -> Result<LossOutp
         let kl_tok = kl_penalty(inputs.logprobs, reference, cfg.kl_estimator, cfg.kl_clamp)?;
         let kl = aggregate(&kl_tok, mask, cfg.aggregation, inputs.denominator)?;
         kl_value = scalar(&kl)?;
-        if cfg.beta != 0.0 {
-            loss = (loss + (kl * cfg.beta)?)?;
+        let beta = cfg.beta.unwrap_or(0.0);
+        if beta != 0.0 {
+            loss = (loss + (kl * beta)?)?;
         }
     }
     let tokens = mask.sum_all()?.to_scalar::<f32>()? as f64;
@@ -350,7 +351,7 @@ mod tests {
         let mask = row(&[1.0, 1.0, 0.0]);
         let cfg = LossConfig {
             entropy_coef: 0.1,
-            beta: 0.5,
+            beta: Some(0.5),
             kl_estimator: KlEstimator::K1,
             ..LossConfig::default()
         };

@@ -40,6 +40,22 @@ pub mod names {
     pub const EVAL_RETURN: &str = "eval/mean_return";
     pub const EVAL_LENGTH: &str = "eval/episode_length";
     pub const EVAL_INVALID: &str = "eval/invalid_action_rate";
+    pub const EVAL_LEVELS: &str = "eval/levels";
+    pub const EVAL_SUCCESS_LOW: &str = "eval/success_rate_ci_low";
+    pub const EVAL_SUCCESS_HIGH: &str = "eval/success_rate_ci_high";
+    pub const EVAL_GREEDY_SUCCESS: &str = "eval/greedy_success_rate";
+    pub const EVAL_GREEDY_SUCCESS_LOW: &str = "eval/greedy_success_rate_ci_low";
+    pub const EVAL_GREEDY_SUCCESS_HIGH: &str = "eval/greedy_success_rate_ci_high";
+    pub const EVAL_GREEDY_RETURN: &str = "eval/greedy_mean_return";
+    pub const EVAL_GREEDY_INVALID: &str = "eval/greedy_invalid_action_rate";
+    pub const EVAL_RANDOM_SUCCESS: &str = "eval/random_success_rate";
+    pub const EVAL_OPTIMAL_SUCCESS: &str = "eval/optimal_success_rate";
+    pub const TRAIN_FAULTED_STEPS: &str = "train/faulted_steps";
+    pub const LOGPROB_MISMATCH: &str = "train/logprob_mismatch";
+    pub const SFT_DEMONSTRATIONS: &str = "sft/demonstrations";
+    pub const SFT_FIRST_LOSS: &str = "sft/first_epoch_loss";
+    pub const SFT_LAST_LOSS: &str = "sft/last_epoch_loss";
+    pub const TIME_SFT: &str = "time/sft_s";
 }
 
 /// The metrics of one iteration, by name.

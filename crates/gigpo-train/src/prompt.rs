@@ -16,16 +16,55 @@
 //!
 //! (the first two parts only when there is history). The instructions are the system message.
 
+use gigpo_env::action::{extract_action, ActionFormat};
 use gigpo_model::{ChatMessage, Tokenizer};
+use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Result, TrainError};
+
+/// What the history of a step prompt shows of each past action (`rollout.history_action`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HistoryAction {
+    /// The action the answer names (inside `<action>…</action>`, or a bare answer), without
+    /// the reasoning around it; an answer that names none is shown cut to 64 characters.
+    #[default]
+    Parsed,
+    /// The whole generated text.
+    Text,
+}
+
+/// How the prompts of an episode are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PromptStyle {
+    /// `true`: each turn is sampled from the running chat (the trajectory layout); `false`:
+    /// from a single-turn prompt with a window of history (the step layout).
+    pub chat: bool,
+    /// Past observation/action pairs in a single-turn prompt.
+    pub history_length: usize,
+    /// What the history shows of past actions.
+    pub history_action: HistoryAction,
+    /// Put the environment's instructions in the system turn.
+    pub instructions: bool,
+}
+
+/// The action text a history line shows for a generated answer.
+pub fn history_action(text: &str, how: HistoryAction) -> String {
+    match how {
+        HistoryAction::Text => text.trim().to_string(),
+        HistoryAction::Parsed => match extract_action(text, ActionFormat::TaggedOrBare) {
+            Some(a) => a.trim().to_string(),
+            None => text.trim().chars().take(64).collect(),
+        },
+    }
+}
 
 /// One past step as shown in a prompt.
 #[derive(Debug, Clone, Copy)]
 pub struct PastStep<'a> {
     /// The observation the action was taken from.
     pub observation: &'a str,
-    /// The action text the model produced.
+    /// The action as the history shows it ([`history_action`]).
     pub action: &'a str,
 }
 
@@ -87,6 +126,110 @@ pub fn step_prompt(
 ) -> Result<Vec<u32>> {
     let user = user_message(history, observation, admissible);
     Ok(tok.encode(&step_prompt_text(tok, instructions, &user)?)?)
+}
+
+/// One finished turn of a running chat: the user message and the generated ids.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatTurn<'a> {
+    /// The user message of the turn.
+    pub user: &'a str,
+    /// The generated ids (EOS included when drawn).
+    pub response: &'a [u32],
+}
+
+/// Private-use characters that cannot occur in model output (decoded text) of the chat turns.
+const MARK_OPEN: char = '\u{F8F0}';
+const MARK_CLOSE: char = '\u{F8F1}';
+
+/// The token ids of a running chat: the system turn, the finished `turns` with their generated
+/// ids spliced in verbatim, and, when `next_user` is given, that user message with the
+/// generation prompt. Returns the ids and where each turn's response starts.
+///
+/// The chat is rendered with a marker in place of each assistant turn; the text between markers
+/// is tokenized and each marker replaced by the turn's ids. When a response ends with an EOS id
+/// and the template writes that end-of-turn token right after the turn, the template's copy is
+/// dropped. Segments are tokenized on their own, so the ids of a chat are a prefix of the ids
+/// of the same chat with more turns: each turn is sampled from the tokens training scores.
+pub fn chat_tokens(
+    tok: &Tokenizer,
+    instructions: Option<&str>,
+    turns: &[ChatTurn<'_>],
+    next_user: Option<&str>,
+) -> Result<(Vec<u32>, Vec<usize>)> {
+    let mut messages = Vec::new();
+    if let Some(i) = instructions {
+        messages.push(ChatMessage::new("system", i));
+    }
+    for (k, t) in turns.iter().enumerate() {
+        messages.push(ChatMessage::new("user", t.user));
+        messages.push(ChatMessage::new(
+            "assistant",
+            format!("{MARK_OPEN}{k}{MARK_CLOSE}"),
+        ));
+    }
+    if let Some(u) = next_user {
+        messages.push(ChatMessage::new("user", u));
+    }
+    let generation = next_user.is_some();
+    let text = if tok.has_chat_template() {
+        tok.apply_chat(&messages, generation)?
+    } else {
+        plain_chat(&messages, generation)
+    };
+    let mut ids: Vec<u32> = Vec::new();
+    let mut starts = Vec::with_capacity(turns.len());
+    let mut rest = text.as_str();
+    let mut drop_prefix: Option<String> = None;
+    for (k, t) in turns.iter().enumerate() {
+        let marker = format!("{MARK_OPEN}{k}{MARK_CLOSE}");
+        let at = rest.find(&marker).ok_or_else(|| {
+            TrainError::config(
+                "chat template",
+                "an assistant turn was not rendered verbatim",
+            )
+        })?;
+        let mut before = &rest[..at];
+        if let Some(p) = drop_prefix.take() {
+            before = before.strip_prefix(p.as_str()).unwrap_or(before);
+        }
+        ids.extend(tok.encode(before)?);
+        starts.push(ids.len());
+        ids.extend_from_slice(t.response);
+        if let Some(&last) = t.response.last() {
+            if tok.eos_ids().contains(&last) {
+                drop_prefix = Some(tok.decode_raw(&[last])?);
+            }
+        }
+        rest = &rest[at + marker.len()..];
+    }
+    let mut tail = rest;
+    if let Some(p) = drop_prefix.take() {
+        tail = tail.strip_prefix(p.as_str()).unwrap_or(tail);
+    }
+    ids.extend(tok.encode(tail)?);
+    Ok((ids, starts))
+}
+
+/// A chat as plain text for tokenizers without a template.
+fn plain_chat(messages: &[ChatMessage], generation: bool) -> String {
+    let mut s = String::new();
+    for m in messages {
+        match m.role.as_str() {
+            "assistant" => {
+                s.push_str("Action: ");
+                s.push_str(&m.content);
+                s.push('\n');
+            }
+            _ => {
+                s.push_str(&m.content);
+                s.push('\n');
+            }
+        }
+    }
+    if generation {
+        s.push_str("Action: ");
+    }
+    s
 }
 
 #[cfg(test)]

@@ -14,13 +14,18 @@ use gigpo_model::{Policy, SamplingParams};
 use serde::Serialize;
 
 use crate::error::Result;
-use crate::prompt::{step_prompt, PastStep};
+use crate::prompt::{
+    chat_tokens, history_action, step_prompt_text, user_message, ChatTurn, PastStep, PromptStyle,
+};
 
 /// One environment step as the trainer records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StepRecord {
-    /// The prompt token ids the action was sampled from.
+    /// The prompt token ids the action was sampled from (with the chat style: the running
+    /// chat so far, so each step's prompt is a prefix of the next one's).
     pub prompt: Vec<u32>,
+    /// The user message of this turn (the observation, admissible actions and history).
+    pub user: String,
     /// The generated token ids (EOS included when drawn).
     pub response: Vec<u32>,
     /// log π_old of each response token at sampling time.
@@ -43,8 +48,11 @@ pub struct StepRecord {
     pub terminated: bool,
     /// The episode was cut off after this step (environment limit, trainer limit or a fault).
     pub truncated: bool,
-    /// An environment fault during this step.
+    /// An environment fault during this step (the step is left out of advantages and loss).
     pub fault: Option<String>,
+    /// The step's advantage, once computed ([`crate::layout::assign_advantages`]); `None` for
+    /// a faulted step.
+    pub advantage: Option<f64>,
 }
 
 /// One episode.
@@ -140,10 +148,8 @@ pub struct RolloutPlan<'a> {
     pub group_size: usize,
     /// Trainer step limit per episode.
     pub max_steps: usize,
-    /// Past observation/action pairs in each prompt.
-    pub history_length: usize,
-    /// Put the environment's instructions in the prompt.
-    pub instructions: bool,
+    /// How prompts are built.
+    pub prompt: PromptStyle,
     /// Sampling parameters.
     pub sampling: &'a SamplingParams,
     /// Seed of the sampling randomness.
@@ -158,6 +164,7 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
         plan.env.build()
     })?;
     let instructions = plan
+        .prompt
         .instructions
         .then(|| pool.env(EnvIndex(0)).instructions());
     let faults_before = pool.fault_count();
@@ -179,28 +186,18 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
             break;
         }
         let mut prompts = Vec::with_capacity(active.len());
+        let mut users = Vec::with_capacity(active.len());
         let mut current = Vec::with_capacity(active.len());
         for &i in &active {
             let obs = pool
                 .observation(i)
                 .cloned()
                 .expect("an active environment has an observation");
-            let steps = &trajectories[i.0].steps;
-            let from = steps.len().saturating_sub(plan.history_length);
-            let history: Vec<PastStep<'_>> = steps[from..]
-                .iter()
-                .map(|s| PastStep {
-                    observation: &s.observation,
-                    action: &s.action_text,
-                })
-                .collect();
-            prompts.push(step_prompt(
-                tok,
-                instructions.as_deref(),
-                &history,
-                &obs.text,
-                obs.admissible_actions.as_deref(),
-            )?);
+            let past: Vec<PastTurn<'_>> = trajectories[i.0].steps.iter().map(Into::into).collect();
+            let (user, prompt) =
+                next_prompt(tok, &plan.prompt, instructions.as_deref(), &past, &obs)?;
+            prompts.push(prompt);
+            users.push(user);
             current.push(obs);
         }
         prompt_tokens += prompts.iter().map(Vec::len).sum::<usize>();
@@ -217,10 +214,12 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
             .collect();
         let results = pool.step(&actions)?;
         let last = t + 1 == plan.max_steps;
-        for (((res, gen), obs), prompt) in results.into_iter().zip(gens).zip(current).zip(prompts) {
+        let turns = results.into_iter().zip(gens).zip(current).zip(prompts).zip(users);
+        for ((((res, gen), obs), prompt), user) in turns {
             let o = res.outcome;
             trajectories[res.index.0].steps.push(StepRecord {
                 prompt,
+                user,
                 response: gen.tokens,
                 logprobs: gen.logprobs,
                 observation: obs.text,
@@ -233,6 +232,7 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
                 terminated: o.terminated,
                 truncated: o.truncated || (last && !o.terminated),
                 fault: res.fault,
+                advantage: None,
             });
         }
     }
@@ -244,6 +244,65 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
         prompt_tokens,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// A finished turn as the next prompt needs it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PastTurn<'a> {
+    pub user: &'a str,
+    pub response: &'a [u32],
+    pub observation: &'a str,
+    pub action_text: &'a str,
+}
+
+impl<'a> From<&'a StepRecord> for PastTurn<'a> {
+    fn from(s: &'a StepRecord) -> Self {
+        Self {
+            user: &s.user,
+            response: &s.response,
+            observation: &s.observation,
+            action_text: &s.action_text,
+        }
+    }
+}
+
+/// The user message and prompt ids of the next turn after `past` from `obs`.
+pub(crate) fn next_prompt(
+    tok: &gigpo_model::Tokenizer,
+    style: &PromptStyle,
+    instructions: Option<&str>,
+    past: &[PastTurn<'_>],
+    obs: &gigpo_env::Observation,
+) -> Result<(String, Vec<u32>)> {
+    let admissible = obs.admissible_actions.as_deref();
+    if style.chat {
+        let user = user_message(&[], &obs.text, admissible);
+        let turns: Vec<ChatTurn<'_>> = past
+            .iter()
+            .map(|s| ChatTurn {
+                user: s.user,
+                response: s.response,
+            })
+            .collect();
+        let (ids, _) = chat_tokens(tok, instructions, &turns, Some(&user))?;
+        return Ok((user, ids));
+    }
+    let window = &past[past.len().saturating_sub(style.history_length)..];
+    let shown: Vec<String> = window
+        .iter()
+        .map(|s| history_action(s.action_text, style.history_action))
+        .collect();
+    let history: Vec<PastStep<'_>> = window
+        .iter()
+        .zip(&shown)
+        .map(|(s, a)| PastStep {
+            observation: s.observation,
+            action: a,
+        })
+        .collect();
+    let user = user_message(&history, &obs.text, admissible);
+    let ids = tok.encode(&step_prompt_text(tok, instructions, &user)?)?;
+    Ok((user, ids))
 }
 
 #[cfg(test)]
@@ -274,8 +333,12 @@ mod tests {
             seeds,
             group_size: 3,
             max_steps: 4,
-            history_length: 2,
-            instructions: false,
+            prompt: PromptStyle {
+                chat: false,
+                history_length: 2,
+                history_action: crate::prompt::HistoryAction::Parsed,
+                instructions: false,
+            },
             sampling,
             sample_seed: 11,
         }

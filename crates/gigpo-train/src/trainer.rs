@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{backprop::GradStore, DType, Tensor};
-use gigpo_env::seed::{mix_seed, SeedSplit};
+use gigpo_env::levels::HeldOut;
+use gigpo_env::seed::mix_seed;
 use gigpo_model::{AdamW, AdamWConfig, Policy, SamplingParams, ScoreMode};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -15,12 +16,13 @@ use rand_chacha::ChaCha8Rng;
 use crate::checkpoint::{self, TrainState, RNG_DERIVATION};
 use crate::config::{OldLogprobs, TrainConfig};
 use crate::error::{Result, TrainError};
-use crate::eval::{evaluate, EvalResult};
+use crate::eval::{EvalResult, Evaluator};
 use crate::fsutil::write_atomic;
-use crate::layout::{advantages, build_samples, Sample};
+use crate::layout::{assign_advantages, build_samples, Sample};
 use crate::loss::{policy_loss, LossInputs};
 use crate::metrics::{names, MetricsLog, Record};
 use crate::rollout::{collect, RolloutPlan};
+use crate::sft::{demonstrations, fine_tune};
 
 /// Stream constants mixed into the base seed for each kind of randomness.
 pub const SAMPLE_STREAM: u64 = 0x7361_6d70_6c65; // "sample"
@@ -35,8 +37,8 @@ pub fn initial_policy(cfg: &TrainConfig) -> Result<Policy> {
         None => Policy::tiny(&cfg.model.tiny, cfg.seed, &device)?,
         Some(path) => Policy::load(path, &device, None)?,
     };
-    if let Some(lora) = &cfg.model.lora {
-        policy.add_lora(lora.clone())?;
+    if let Some(lora) = cfg.lora() {
+        policy.add_lora(lora)?;
     }
     Ok(policy)
 }
@@ -53,16 +55,16 @@ pub fn train_sampling(cfg: &TrainConfig) -> SamplingParams {
     }
 }
 
-/// The level seeds of training iteration `iteration` (1-based), one per group.
-pub fn train_seeds(cfg: &TrainConfig, iteration: usize) -> Vec<u64> {
-    let split = SeedSplit::new(cfg.seed);
+/// The level seeds of training iteration `iteration` (1-based), one per group: the training
+/// levels `k = (iteration − 1) · groups + g` (modulo `rollout.train_levels`), each replaced when
+/// its level is held out for evaluation.
+pub fn train_seeds(cfg: &TrainConfig, held_out: &HeldOut, iteration: usize) -> Result<Vec<u64>> {
     let groups = cfg.rollout.groups;
-    (0..groups)
-        .map(|g| {
-            let k = ((iteration - 1) * groups + g) as u64;
-            split.train(cfg.rollout.train_levels.map_or(k, |n| k % n as u64))
-        })
-        .collect()
+    let ks = (0..groups).map(|g| {
+        let k = ((iteration - 1) * groups + g) as u64;
+        cfg.rollout.train_levels.map_or(k, |n| k % n as u64)
+    });
+    Ok(held_out.train_seeds(&cfg.env, ks)?)
 }
 
 /// What a finished (or interrupted) run reports.
@@ -70,7 +72,8 @@ pub fn train_seeds(cfg: &TrainConfig, iteration: usize) -> Vec<u64> {
 pub struct RunSummary {
     /// Iterations completed.
     pub iterations: usize,
-    /// Evaluation before the first update of this process's part of the run, if any.
+    /// Evaluation before the first update (after the warm start) of this process's part of
+    /// the run, if any.
     pub first_eval: Option<EvalResult>,
     /// The last evaluation.
     pub last_eval: Option<EvalResult>,
@@ -92,12 +95,25 @@ struct UpdateStats {
     tokens: f64,
 }
 
+/// The log-probabilities of one update phase.
+struct PhaseLogprobs {
+    /// log π_old per sample.
+    old: Vec<Vec<f32>>,
+    /// log π_ref per sample, when β > 0.
+    reference: Option<Vec<Vec<f32>>>,
+    /// Mean |log π at sampling − recomputed log π_old| over trained tokens, when recomputed.
+    mismatch: Option<f64>,
+}
+
 /// A training run in a run directory.
 pub struct Trainer {
     cfg: TrainConfig,
     policy: Policy,
     reference: Option<Policy>,
     opt: AdamW,
+    evaluator: Evaluator,
+    /// Whether the start of the run (warm start, first evaluation) is behind it.
+    started: bool,
     done: usize,
     env_steps: u64,
     run_dir: PathBuf,
@@ -109,6 +125,7 @@ impl Trainer {
     /// Starts a new run in `cfg.run_dir` (created; it must not hold checkpoints of another run).
     /// Writes the configuration to `run_dir/config.toml`.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
+        let cfg = cfg.resolved();
         cfg.validate()?;
         let run_dir = cfg.run_dir.clone();
         if !checkpoint::list(&run_dir)?.is_empty() {
@@ -122,12 +139,15 @@ impl Trainer {
         let policy = initial_policy(&cfg)?;
         let reference = reference_policy(&cfg, &policy)?;
         let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
+        let evaluator = Evaluator::new(&cfg)?;
         let log = MetricsLog::open(&run_dir, None)?;
         Ok(Self {
             cfg,
             policy,
             reference,
             opt,
+            evaluator,
+            started: false,
             done: 0,
             env_steps: 0,
             run_dir,
@@ -159,12 +179,15 @@ impl Trainer {
         let mut opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
         opt.load_state(&dir.join("optimizer.safetensors"))?;
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        let evaluator = Evaluator::new(&cfg)?;
         let log = MetricsLog::open(run_dir, Some(state.iteration))?;
         Ok(Self {
             cfg,
             policy,
             reference,
             opt,
+            evaluator,
+            started: true,
             done: state.iteration,
             env_steps: state.env_steps,
             run_dir: run_dir.to_path_buf(),
@@ -206,15 +229,10 @@ impl Trainer {
             checkpoint: None,
             plot_error: None,
         };
-        if self.done == 0 && self.cfg.eval.every > 0 {
-            let ev = self.evaluate()?;
-            let mut rec = Record::new();
-            rec.insert(names::ITERATION.into(), 0.0);
-            rec.insert(names::ENV_STEPS.into(), 0.0);
-            ev.insert_into(&mut rec);
-            self.log.write(&rec)?;
-            summary.first_eval = Some(ev.clone());
-            summary.last_eval = Some(ev);
+        if !self.started {
+            let ev = self.start()?;
+            summary.first_eval = ev.clone();
+            summary.last_eval = ev;
         }
         while self.done < total && !self.budget_spent() {
             let it = self.done + 1;
@@ -250,6 +268,41 @@ impl Trainer {
         Ok(summary)
     }
 
+    /// The start of a fresh run: the warm start (then checkpoint `iter-0`) and the first
+    /// evaluation, logged as iteration 0.
+    fn start(&mut self) -> Result<Option<EvalResult>> {
+        let mut rec = Record::new();
+        rec.insert(names::ITERATION.into(), 0.0);
+        rec.insert(names::ENV_STEPS.into(), 0.0);
+        if self.cfg.sft.levels > 0 {
+            let demos = demonstrations(&self.cfg, self.policy.tokenizer(), self.evaluator.held_out())?;
+            let s = fine_tune(&self.policy, &self.cfg, &demos)?;
+            rec.insert(names::SFT_DEMONSTRATIONS.into(), s.demonstrations as f64);
+            rec.insert(names::SFT_FIRST_LOSS.into(), s.first_loss);
+            rec.insert(names::SFT_LAST_LOSS.into(), s.last_loss);
+            rec.insert(names::TIME_SFT.into(), s.seconds);
+            // The reference of full fine-tuning is the warm-started policy.
+            self.reference = reference_policy(&self.cfg, &self.policy)?;
+        }
+        let ev = if self.cfg.eval.every > 0 {
+            let start = Instant::now();
+            let ev = self.evaluate()?;
+            ev.insert_into(&mut rec);
+            rec.insert(names::TIME_EVAL.into(), start.elapsed().as_secs_f64());
+            Some(ev)
+        } else {
+            None
+        };
+        if rec.len() > 2 {
+            self.log.write(&rec)?;
+        }
+        if self.cfg.sft.levels > 0 {
+            self.save_checkpoint()?;
+        }
+        self.started = true;
+        Ok(ev)
+    }
+
     /// Whether `env_step_budget` is reached.
     fn budget_spent(&self) -> bool {
         self.cfg
@@ -259,12 +312,7 @@ impl Trainer {
 
     /// Evaluates the current policy on the configured held-out levels.
     pub fn evaluate(&self) -> Result<EvalResult> {
-        evaluate(
-            &self.policy,
-            &self.cfg,
-            self.cfg.eval.episodes,
-            self.cfg.eval.temperature,
-        )
+        self.evaluator.evaluate(&self.policy, &self.cfg)
     }
 
     /// Writes a checkpoint of the current state.
@@ -288,38 +336,37 @@ impl Trainer {
     /// One iteration: rollout, advantages, update. Returns its metrics.
     fn iteration(&mut self, it: usize) -> Result<Record> {
         let cfg = &self.cfg;
-        let seeds = train_seeds(cfg, it);
+        let seeds = train_seeds(cfg, self.evaluator.held_out(), it)?;
         let sampling = train_sampling(cfg);
         let plan = RolloutPlan {
             env: &cfg.env,
             seeds: &seeds,
             group_size: cfg.rollout.num_generations,
             max_steps: cfg.rollout.max_steps,
-            history_length: cfg.history_length(),
-            instructions: cfg.instructions(),
+            prompt: cfg.prompt_style(),
             sampling: &sampling,
             sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, it as u64),
         };
-        let rollout = collect(&self.policy, &plan)?;
+        let mut rollout = collect(&self.policy, &plan)?;
         let stats = rollout.stats();
         let steps: usize = rollout.trajectories.iter().map(|t| t.steps.len()).sum();
+        let faulted = rollout
+            .trajectories
+            .iter()
+            .flat_map(|t| &t.steps)
+            .filter(|s| s.fault.is_some())
+            .count();
         self.env_steps += steps as u64;
 
         let t_adv = Instant::now();
-        let adv = advantages(&rollout, &cfg.algorithm)?;
+        let adv = assign_advantages(&mut rollout, &cfg.algorithm)?;
         let values: Vec<f64> = adv.steps.iter().map(|s| s.advantage).collect();
-        let samples = build_samples(
-            self.policy.tokenizer(),
-            &rollout,
-            &values,
-            cfg.sample_layout,
-        )?;
+        let samples = build_samples(&rollout, cfg.sample_layout)?;
         let adv_seconds = t_adv.elapsed().as_secs_f64();
 
         let t_update = Instant::now();
-        let old = self.old_logprobs(&samples, &rollout)?;
-        let reference = self.reference_logprobs(&samples)?;
-        let up = self.update(&samples, &old, reference.as_deref(), it)?;
+        let lp = self.phase_logprobs(&samples)?;
+        let up = self.update(&samples, &lp, it)?;
         let update_seconds = t_update.elapsed().as_secs_f64();
 
         let d = &adv.diagnostics;
@@ -359,51 +406,42 @@ impl Trainer {
             (tokens + up.tokens) / (rollout.seconds + update_seconds).max(1e-9),
         );
         put(names::ENV_FAULTS, rollout.faults as f64);
+        put(names::TRAIN_FAULTED_STEPS, faulted as f64);
+        if let Some(m) = lp.mismatch {
+            put(names::LOGPROB_MISMATCH, m);
+        }
         Ok(rec)
     }
 
-    /// log π_old per sample: recomputed by scoring (no gradient) or taken from sampling.
-    fn old_logprobs(
-        &self,
-        samples: &[Sample],
-        rollout: &crate::rollout::Rollout,
-    ) -> Result<Vec<Vec<f32>>> {
-        if self.cfg.old_logprobs() == OldLogprobs::Sampling {
-            // Step layout: samples are the steps with a response, in order.
-            let recorded = rollout
-                .trajectories
-                .iter()
-                .flat_map(|t| &t.steps)
-                .filter(|s| !s.response.is_empty() && !s.prompt.is_empty());
-            return Ok(recorded.map(|s| s.logprobs.clone()).collect());
-        }
-        score_rows(
-            &self.policy,
-            samples,
-            ScoreMode::OLD,
-            self.cfg.update.micro_batch_size,
-        )
+    /// log π_old (recomputed by scoring without gradient, or the behaviour log-probabilities
+    /// recorded while sampling), log π_ref when β > 0, and the sampler mismatch.
+    fn phase_logprobs(&self, samples: &[Sample]) -> Result<PhaseLogprobs> {
+        let mb = self.cfg.micro_batch_size();
+        let behaviour = || samples.iter().map(|s| s.behaviour.clone()).collect();
+        let (old, mismatch) = match self.cfg.old_logprobs() {
+            OldLogprobs::Sampling => (behaviour(), None),
+            OldLogprobs::Recompute => {
+                let old = score_rows(&self.policy, samples, ScoreMode::OLD, mb)?;
+                let m = mismatch(samples, &old);
+                (old, Some(m))
+            }
+        };
+        let reference = if self.cfg.beta() == 0.0 {
+            None
+        } else {
+            Some(match &self.reference {
+                Some(r) => score_rows(r, samples, ScoreMode::OLD, mb)?,
+                None => score_rows(&self.policy, samples, ScoreMode::REFERENCE, mb)?,
+            })
+        };
+        Ok(PhaseLogprobs {
+            old,
+            reference,
+            mismatch,
+        })
     }
 
-    /// log π_ref per sample, or `None` when β = 0.
-    fn reference_logprobs(&self, samples: &[Sample]) -> Result<Option<Vec<Vec<f32>>>> {
-        if self.cfg.loss.beta == 0.0 {
-            return Ok(None);
-        }
-        let mb = self.cfg.update.micro_batch_size;
-        Ok(Some(match &self.reference {
-            Some(r) => score_rows(r, samples, ScoreMode::OLD, mb)?,
-            None => score_rows(&self.policy, samples, ScoreMode::REFERENCE, mb)?,
-        }))
-    }
-
-    fn update(
-        &mut self,
-        samples: &[Sample],
-        old: &[Vec<f32>],
-        reference: Option<&[Vec<f32>]>,
-        it: usize,
-    ) -> Result<UpdateStats> {
+    fn update(&mut self, samples: &[Sample], lp: &PhaseLogprobs, it: usize) -> Result<UpdateStats> {
         let mut rng =
             ChaCha8Rng::seed_from_u64(mix_seed(self.cfg.seed ^ SHUFFLE_STREAM, it as u64));
         let mut order: Vec<usize> = (0..samples.len()).collect();
@@ -416,7 +454,7 @@ impl Trainer {
         for _ in 0..self.cfg.update.ppo_epochs {
             order.shuffle(&mut rng);
             for chunk in order.chunks(mb) {
-                let s = self.mini_batch(samples, old, reference, chunk)?;
+                let s = self.mini_batch(samples, lp, chunk)?;
                 total.loss += s.loss;
                 total.pg += s.pg;
                 total.kl += s.kl;
@@ -443,8 +481,7 @@ impl Trainer {
     fn mini_batch(
         &mut self,
         samples: &[Sample],
-        old: &[Vec<f32>],
-        reference: Option<&[Vec<f32>]>,
+        lp: &PhaseLogprobs,
         idx: &[usize],
     ) -> Result<UpdateStats> {
         let how = self.cfg.loss.aggregation;
@@ -462,8 +499,10 @@ impl Trainer {
         let mut grads: Option<GradStore> = None;
         let mut out = UpdateStats::default();
         let mut clipped = 0.0;
-        for micro in idx.chunks(self.cfg.update.micro_batch_size) {
-            let batch = Padded::new(samples, old, reference, micro, self.policy.device())?;
+        let loss_cfg = self.cfg.loss_config();
+        for micro in idx.chunks(self.cfg.micro_batch_size()) {
+            let reference = lp.reference.as_deref();
+            let batch = Padded::new(samples, &lp.old, reference, micro, self.policy.device())?;
             let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| samples[i].tokens.clone()).collect();
             let starts: Vec<usize> = micro.iter().map(|&i| samples[i].start).collect();
             let scores = self.policy.score(&seqs, &starts, ScoreMode::TRAIN)?;
@@ -476,7 +515,7 @@ impl Trainer {
                 mask: &batch.mask,
                 denominator: Some(denominator),
             };
-            let l = policy_loss(&inputs, &self.cfg.loss)?;
+            let l = policy_loss(&inputs, &loss_cfg)?;
             let g = l.loss.backward()?;
             out.loss += l.loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
             out.pg += l.pg;
@@ -486,18 +525,7 @@ impl Trainer {
             clipped += l.clip_fraction * l.tokens;
             grads = Some(match grads {
                 None => g,
-                Some(mut acc) => {
-                    for v in &vars {
-                        if let Some(new) = g.get(v.as_tensor()) {
-                            let sum = match acc.get(v.as_tensor()) {
-                                Some(old) => (old + new)?,
-                                None => new.clone(),
-                            };
-                            acc.insert(v.as_tensor(), sum);
-                        }
-                    }
-                    acc
-                }
+                Some(acc) => add_grads(acc, g, &vars)?,
             });
         }
         if let Some(g) = grads {
@@ -581,17 +609,49 @@ fn score_rows(
     Ok(out)
 }
 
+/// Adds the gradients of `g` for `vars` into `acc` (gradients of micro-batches).
+pub(crate) fn add_grads(mut acc: GradStore, g: GradStore, vars: &[candle_core::Var]) -> Result<GradStore> {
+    for v in vars {
+        if let Some(new) = g.get(v.as_tensor()) {
+            let sum = match acc.get(v.as_tensor()) {
+                Some(old) => (old + new)?,
+                None => new.clone(),
+            };
+            acc.insert(v.as_tensor(), sum);
+        }
+    }
+    Ok(acc)
+}
+
+/// Mean |behaviour − recomputed| log-probability over the trained tokens of `samples`.
+fn mismatch(samples: &[Sample], recomputed: &[Vec<f32>]) -> f64 {
+    let (mut sum, mut n) = (0.0f64, 0usize);
+    for (s, r) in samples.iter().zip(recomputed) {
+        for ((&m, &b), &o) in s.mask.iter().zip(&s.behaviour).zip(r) {
+            if m > 0.0 {
+                sum += (b as f64 - o as f64).abs();
+                n += 1;
+            }
+        }
+    }
+    if n == 0 {
+        0.0
+    } else {
+        sum / n as f64
+    }
+}
+
 fn reference_policy(cfg: &TrainConfig, policy: &Policy) -> Result<Option<Policy>> {
-    if cfg.loss.beta == 0.0 || policy.lora_config().is_some() {
+    if cfg.beta() == 0.0 || policy.lora_config().is_some() {
         return Ok(None);
     }
     Ok(Some(policy.frozen_copy()?))
 }
 
-fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
+pub(crate) fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
     let o = &cfg.optim;
     AdamWConfig {
-        lr: o.lr,
+        lr: cfg.lr(),
         beta1: o.beta1,
         beta2: o.beta2,
         eps: o.eps,
