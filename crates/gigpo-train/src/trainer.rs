@@ -7,7 +7,9 @@ use std::time::Instant;
 
 use candle_core::{backprop::GradStore, DType, Tensor};
 use gigpo_env::seed::{mix_seed, SeedSplit};
-use gigpo_model::{AdamW, AdamWConfig, Policy, SamplingParams, ScoreMode};
+use gigpo_model::{
+    AdamW, AdamWConfig, LogitProcessing, Policy, SamplingParams, ScoreMode, TrainMemory,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -380,9 +382,14 @@ impl Trainer {
         score_rows(
             &self.policy,
             samples,
-            ScoreMode::OLD,
+            (ScoreMode::OLD, &self.behaviour()),
             self.cfg.update.micro_batch_size,
         )
+    }
+
+    /// The behaviour policy's processing of the logits (SPEC §3), used in every scoring pass.
+    fn behaviour(&self) -> LogitProcessing {
+        LogitProcessing::from_sampling(&train_sampling(&self.cfg))
     }
 
     /// log π_ref per sample, or `None` when β = 0.
@@ -392,8 +399,13 @@ impl Trainer {
         }
         let mb = self.cfg.update.micro_batch_size;
         Ok(Some(match &self.reference {
-            Some(r) => score_rows(r, samples, ScoreMode::OLD, mb)?,
-            None => score_rows(&self.policy, samples, ScoreMode::REFERENCE, mb)?,
+            Some(r) => score_rows(r, samples, (ScoreMode::OLD, &self.behaviour()), mb)?,
+            None => score_rows(
+                &self.policy,
+                samples,
+                (ScoreMode::REFERENCE, &self.behaviour()),
+                mb,
+            )?,
         }))
     }
 
@@ -466,7 +478,13 @@ impl Trainer {
             let batch = Padded::new(samples, old, reference, micro, self.policy.device())?;
             let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| samples[i].tokens.clone()).collect();
             let starts: Vec<usize> = micro.iter().map(|&i| samples[i].start).collect();
-            let scores = self.policy.score(&seqs, &starts, ScoreMode::TRAIN)?;
+            // Layer activations are recomputed in the backward step and the graph is dropped
+            // after it, so a micro-batch holds one layer's activations at a time.
+            let memory = TrainMemory { recompute: true };
+            let pass = self
+                .policy
+                .train_pass(&seqs, &starts, &self.behaviour(), memory)?;
+            let scores = pass.scores();
             let inputs = LossInputs {
                 logprobs: &scores.logprobs,
                 old_logprobs: &batch.old,
@@ -477,7 +495,7 @@ impl Trainer {
                 denominator: Some(denominator),
             };
             let l = policy_loss(&inputs, &self.cfg.loss)?;
-            let g = l.loss.backward()?;
+            let g = pass.backward(&l.loss)?;
             out.loss += l.loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
             out.pg += l.pg;
             out.kl += l.kl;
@@ -569,14 +587,18 @@ impl Padded {
 fn score_rows(
     policy: &Policy,
     samples: &[Sample],
-    mode: ScoreMode,
+    (mode, processing): (ScoreMode, &LogitProcessing),
     micro: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(micro.max(1)) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
         let starts: Vec<usize> = chunk.iter().map(|s| s.start).collect();
-        out.extend(policy.score(&seqs, &starts, mode)?.logprob_rows()?);
+        out.extend(
+            policy
+                .score_with(&seqs, &starts, mode, processing)?
+                .logprob_rows()?,
+        );
     }
     Ok(out)
 }
