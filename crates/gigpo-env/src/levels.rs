@@ -123,9 +123,7 @@ impl HeldOut {
 pub fn levels_vary_with_seed(spec: &EnvSpec) -> bool {
     match spec {
         EnvSpec::Sokoban(c) => c.level.is_none(),
-        EnvSpec::FrozenLake(c) => {
-            c.level.is_none() && c.map == crate::frozenlake::LakeMap::Random
-        }
+        EnvSpec::FrozenLake(c) => c.level.is_none() && c.map == crate::frozenlake::LakeMap::Random,
         _ => false,
     }
 }
@@ -149,8 +147,7 @@ pub fn random_success(
     for _ in 0..rollouts {
         let mut obs = env.reset(seed)?;
         for _ in 0..max_steps {
-            let Some(actions) = obs.admissible_actions.as_deref().filter(|a| !a.is_empty())
-            else {
+            let Some(actions) = obs.admissible_actions.as_deref().filter(|a| !a.is_empty()) else {
                 return Ok(None);
             };
             let action = &actions[rng.random_range(0..actions.len())];

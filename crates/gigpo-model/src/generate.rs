@@ -5,11 +5,12 @@ use candle_nn::kv_cache::KvCache;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::attention::AttnMask;
 use crate::error::{ModelError, Result};
 use crate::lora::Ctx;
 use crate::policy::Policy;
 use crate::sampling::{draw, FinishReason, Generation, SamplingParams};
-use crate::transformer::{padded_mask, Positions};
+use crate::transformer::Positions;
 
 /// The seed row `row` of a batch uses when [`Policy::generate`] is called with `seed`
 /// (SplitMix64 of the pair), so a row can be reproduced alone with
@@ -119,11 +120,14 @@ impl Policy {
             .collect();
         let ids_t = Tensor::from_vec(ids, (b, lmax), dev)?;
         let pos_t = Tensor::from_vec(pos, b * lmax, dev)?;
-        let mask = padded_mask(&pads, 0, lmax, dev)?;
+        let mask = AttnMask::Padded {
+            pads: &pads,
+            past: 0,
+        };
         let h = self.model.hidden(
             &ids_t,
             Positions::PerToken(&pos_t),
-            Some(&mask),
+            mask,
             Some(&mut cache),
             &ctx,
         )?;
@@ -152,14 +156,14 @@ impl Policy {
             let ids_t = Tensor::from_vec(next, (b, 1), dev)?;
             let pos_t = Tensor::from_vec(pos, b, dev)?;
             let mask = if b == 1 {
-                None
+                AttnMask::None
             } else {
-                Some(padded_mask(&pads, past, 1, dev)?)
+                AttnMask::Padded { pads: &pads, past }
             };
             let h = self.model.hidden(
                 &ids_t,
                 Positions::PerToken(&pos_t),
-                mask.as_ref(),
+                mask,
                 Some(&mut cache),
                 &ctx,
             )?;

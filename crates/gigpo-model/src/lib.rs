@@ -28,6 +28,8 @@
 //! # Ok(()) }
 //! ```
 
+mod attach;
+mod attention;
 mod config;
 mod device;
 mod error;
@@ -40,11 +42,13 @@ mod lora;
 mod ops;
 mod optim;
 mod policy;
+mod processing;
 mod sampling;
 mod save;
 mod score;
 mod tiny_tokenizer;
 mod tokenizer;
+mod train_pass;
 mod transformer;
 
 pub use candle_core::{backprop::GradStore, Tensor, Var};
@@ -56,7 +60,9 @@ pub use logprob::logprob_entropy;
 pub use lora::{LoraConfig, TargetModule};
 pub use optim::{global_grad_norm, AdamW, AdamWConfig, StepStats};
 pub use policy::Policy;
+pub use processing::{LogitProcessing, EXCLUDED_LOGPROB};
 pub use sampling::{FinishReason, Generation, SamplingParams};
 pub use save::SaveMode;
 pub use score::{ScoreMode, Scores};
 pub use tokenizer::{ChatMessage, Tokenizer};
+pub use train_pass::{TrainMemory, TrainPass};

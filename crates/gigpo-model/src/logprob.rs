@@ -4,7 +4,9 @@ use crate::fused::contiguous;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::attach::attach2;
+use crate::error::{ModelError, Result};
+use crate::processing::{LogitProcessing, RowDist, EXCLUDED_LOGPROB};
 
 /// Log-probability of `targets` under softmax(`logits`) and the entropy of that softmax.
 ///
@@ -137,4 +139,162 @@ pub(crate) fn check_f32(t: &Tensor) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Elements of one chunk of logits in [`head_logprob_entropy`] (16 MiB of f32).
+const HEAD_CHUNK_ELEMS: usize = 1 << 22;
+
+/// Log-probabilities of `targets` and entropies under the processed distribution `p` of the
+/// logits `rows · wᵀ`, without materialising all of them: `rows` [n, d] f32, `w` [vocab, d],
+/// `targets` n ids. Returns `(logprobs [n], entropies [n])`, differentiable in `rows` and, when
+/// it is trainable, `w`.
+///
+/// On the CPU, rows go through the output projection in chunks of at most
+/// [`HEAD_CHUNK_ELEMS`] logits, forward and again in the backward step, so the [n, vocab]
+/// logits and their gradient never exist whole. The kept set of top-k / top-p is chosen from
+/// the logits (a choice without gradient). Elsewhere composed ops over the whole logits are used.
+pub(crate) fn head_logprob_entropy(
+    rows: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    p: &LogitProcessing,
+) -> Result<(Tensor, Tensor)> {
+    let (n, _) = rows.dims2()?;
+    let v = w.dim(0)?;
+    if targets.len() != n {
+        return Err(ModelError::arg(
+            "targets",
+            format!("{} targets for {n} rows", targets.len()),
+        ));
+    }
+    if let Some(&t) = targets.iter().find(|&&t| t as usize >= v) {
+        return Err(ModelError::arg(
+            "targets",
+            format!("id {t} outside the vocabulary of {v}"),
+        ));
+    }
+    check_f32(rows)?;
+    let out = if rows.device().is_cpu() {
+        let targets = targets.to_vec();
+        let p = *p;
+        let value = head_forward(&rows.detach(), &w.detach(), &targets, &p)?;
+        attach2(
+            "head-logprob-entropy",
+            value,
+            (rows, w),
+            move |[r, w], need, g| head_backward(r, w, &targets, &p, g, need[1]),
+        )?
+    } else {
+        head_composed(rows, w, targets, p)?
+    };
+    Ok((
+        out.narrow(1, 0, 1)?.squeeze(1)?,
+        out.narrow(1, 1, 1)?.squeeze(1)?,
+    ))
+}
+
+/// Row ranges of at most [`HEAD_CHUNK_ELEMS`] / vocab rows.
+fn row_chunks(n: usize, v: usize) -> impl Iterator<Item = (usize, usize)> {
+    let c = (HEAD_CHUNK_ELEMS / v.max(1)).max(1);
+    (0..n).step_by(c).map(move |s| (s, c.min(n - s)))
+}
+
+fn chunk_logits(
+    rows: &Tensor,
+    w: &Tensor,
+    (s, c): (usize, usize),
+) -> candle_core::Result<Vec<f32>> {
+    let l = rows.narrow(0, s, c)?.matmul(&w.t()?)?;
+    l.flatten_all()?.to_vec1::<f32>()
+}
+
+/// [n, 2]: log π(target) and entropy of each row.
+fn head_forward(
+    rows: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    p: &LogitProcessing,
+) -> candle_core::Result<Tensor> {
+    let (n, v) = (rows.dim(0)?, w.dim(0)?);
+    let mut out = vec![0f32; 2 * n];
+    for (s, c) in row_chunks(n, v) {
+        let logits = chunk_logits(rows, w, (s, c))?;
+        out[2 * s..2 * (s + c)]
+            .par_chunks_mut(2)
+            .enumerate()
+            .for_each(|(i, o)| {
+                let row = &logits[i * v..(i + 1) * v];
+                let dist = RowDist::new(row, p);
+                o[0] = dist.logprob(row, targets[s + i] as usize);
+                o[1] = dist.entropy(row);
+            });
+    }
+    Tensor::from_vec(out, (n, 2), rows.device())
+}
+
+/// Gradients of rows (and of `w` when `need_w`) given the gradient [n, 2] of the output.
+fn head_backward(
+    rows: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    p: &LogitProcessing,
+    g: &Tensor,
+    need_w: bool,
+) -> candle_core::Result<[Option<Tensor>; 2]> {
+    let (n, v) = (rows.dim(0)?, w.dim(0)?);
+    let g = g.flatten_all()?.to_vec1::<f32>()?;
+    let mut d_rows = Vec::new();
+    let mut d_w: Option<Tensor> = None;
+    for (s, c) in row_chunks(n, v) {
+        let logits = chunk_logits(rows, w, (s, c))?;
+        let mut dl = vec![0f32; c * v];
+        dl.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
+            let row = &logits[i * v..(i + 1) * v];
+            let k = s + i;
+            RowDist::new(row, p).grad(row, targets[k] as usize, (g[2 * k], g[2 * k + 1]), o);
+        });
+        let dl = Tensor::from_vec(dl, (c, v), rows.device())?;
+        d_rows.push(dl.matmul(w)?);
+        if need_w {
+            let dw = dl.t()?.matmul(&rows.narrow(0, s, c)?)?;
+            d_w = Some(match d_w {
+                None => dw,
+                Some(acc) => (acc + dw)?,
+            });
+        }
+    }
+    Ok([Some(Tensor::cat(&d_rows, 0)?), d_w])
+}
+
+/// The composed version for other devices: [n, 2].
+fn head_composed(
+    rows: &Tensor,
+    w: &Tensor,
+    targets: &[u32],
+    p: &LogitProcessing,
+) -> Result<Tensor> {
+    let logits = rows.matmul(&w.t()?)?;
+    let t = Tensor::from_vec(targets.to_vec(), targets.len(), rows.device())?;
+    if p.is_raw() {
+        return Ok(composed(&logits, &t)?);
+    }
+    let host = logits.detach().to_vec2::<f32>()?;
+    let v = w.dim(0)?;
+    let mut mask = vec![0f32; host.len() * v];
+    for (i, row) in host.iter().enumerate() {
+        if let Some(kept) = crate::processing::kept_set(row, p) {
+            let m = &mut mask[i * v..(i + 1) * v];
+            m.iter_mut().for_each(|x| *x = f32::NEG_INFINITY);
+            kept.iter().for_each(|&j| m[j as usize] = 0.0);
+        }
+    }
+    let mask = Tensor::from_vec(mask, (host.len(), v), rows.device())?;
+    let z = ((logits / p.temperature)? + mask)?;
+    let lsm = candle_nn::ops::log_softmax(&z, 1)?;
+    let lp = lsm.gather(&t.unsqueeze(1)?, 1)?;
+    let lp = lp.maximum(EXCLUDED_LOGPROB as f64)?;
+    let probs = lsm.exp()?;
+    let plogp = (probs * lsm.maximum(-1e30)?)?;
+    let ent = plogp.sum_keepdim(1)?.neg()?;
+    Ok(Tensor::cat(&[&lp, &ent], 1)?)
 }

@@ -7,6 +7,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::attach::attach3;
 use crate::error::{ModelError, Result};
 
 /// A projection that can carry a LoRA adapter (PEFT's `target_modules` names).
@@ -179,12 +180,18 @@ impl Linear {
 
     /// `x`: [n, in] → [n, out].
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        let ad = self.adapter.as_ref().filter(|_| ctx.adapter);
+        if let Some(ad) = ad {
+            if ctx.grad && ad.dropout == 0.0 && fused_applies(x, &self.weight) {
+                return self.forward_fused(x, ad);
+            }
+        }
         let mut y = x.matmul(&ctx.w(&self.weight).t()?)?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&ctx.w(b))?;
         }
-        if let (Some(ad), true) = (&self.adapter, ctx.adapter) {
-            let xin = match (ctx.grad && ad.dropout > 0.0, ctx.dropout_rng) {
+        if let Some(ad) = ad {
+            let xin = match (ad.dropout > 0.0, ctx.dropout_rng) {
                 (true, Some(rng)) => dropout(
                     x,
                     ad.dropout,
@@ -194,10 +201,48 @@ impl Linear {
             };
             let a = ctx.w(ad.a.as_tensor());
             let b = ctx.w(ad.b.as_tensor());
-            let low = xin.matmul(&a.t()?)?.matmul(&b.t()?)?;
-            y = (y + (low * ad.scale)?)?;
+            let low = (xin.matmul(&a.t()?)? * ad.scale)?.matmul(&b.t()?)?;
+            y = (y + low)?;
         }
         Ok(y)
+    }
+
+    /// x·Wᵀ + b + s·(x·Aᵀ)·Bᵀ as one graph node over (x, A, B) with a frozen W: the backward
+    /// step computes no gradient for W and keeps no intermediate.
+    fn forward_fused(&self, x: &Tensor, ad: &Adapter) -> Result<Tensor> {
+        let (w, bias, s) = (
+            self.weight.detach(),
+            self.bias.as_ref().map(Tensor::detach),
+            ad.scale,
+        );
+        let (a, b) = (ad.a.as_tensor(), ad.b.as_tensor());
+        let xd = x.detach();
+        let mut y = (xd.matmul(&w.t()?)?
+            + (xd.matmul(&a.detach().t()?)? * s)?.matmul(&b.detach().t()?)?)?;
+        if let Some(bias) = &bias {
+            y = y.broadcast_add(bias)?;
+        }
+        Ok(attach3(
+            "lora-linear",
+            y,
+            (x, a, b),
+            move |[x, a, b], need, g| {
+                let g_b = g.matmul(b)?; // [n, r]
+                let dx = match need[0] {
+                    true => Some((g.matmul(&w)? + (g_b.matmul(a)? * s)?)?),
+                    false => None,
+                };
+                let da = match need[1] {
+                    true => Some((g_b.t()?.matmul(x)? * s)?),
+                    false => None,
+                };
+                let db = match need[2] {
+                    true => Some(g.t()?.matmul(&(x.matmul(&a.t()?)? * s)?)?),
+                    false => None,
+                };
+                Ok([dx, da, db])
+            },
+        )?)
     }
 
     /// W + (α/r)·B·A (the weight with the adapter folded in).
@@ -227,6 +272,11 @@ fn dropout(x: &Tensor, p: f64, rng: &mut ChaCha8Rng) -> Result<Tensor> {
         .collect();
     let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
     Ok((x * mask)?)
+}
+
+/// Whether the fused LoRA op applies: CPU, f32, a frozen base weight.
+fn fused_applies(x: &Tensor, w: &Tensor) -> bool {
+    x.device().is_cpu() && x.dtype() == DType::F32 && !w.track_op()
 }
 
 /// A fresh adapter for a [out, in] weight: A uniform in ±1/√in from `rng`, B zero.

@@ -66,20 +66,42 @@ impl Policy {
     /// The tiny built-in model with the built-in tokenizer, every weight drawn from `seed`
     /// (matrices Normal(0, `init_std`), norm gains 1, biases 0). All weights are trainable.
     pub fn tiny(cfg: &TinyConfig, seed: u64, device: &Device) -> Result<Self> {
+        let vocab = Tokenizer::tiny()?.vocab_size();
+        let mcfg = cfg.model_config(vocab)?;
+        Self::random(&mcfg, cfg.init_std, seed, device)
+    }
+
+    /// A randomly initialised decoder of any shape `cfg` (matrices Normal(0, `init_std`), norm
+    /// gains 1, biases 0, drawn from `seed`) with the built-in tokenizer, for benchmarks and
+    /// tests of real model shapes without their weights. `cfg.vocab_size` may exceed the
+    /// tokenizer's vocabulary (ids beyond it can be scored and sampled but not decoded to
+    /// text); it may not be smaller. All weights are trainable.
+    pub fn random(cfg: &ModelConfig, init_std: f64, seed: u64, device: &Device) -> Result<Self> {
         let tokenizer = Tokenizer::tiny()?;
-        let mcfg = cfg.model_config(tokenizer.vocab_size())?;
+        if cfg.vocab_size < tokenizer.vocab_size() {
+            return Err(ModelError::config(
+                "vocab_size",
+                format!(
+                    "{} is smaller than the built-in tokenizer's {} ids",
+                    cfg.vocab_size,
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        if !(init_std > 0.0 && init_std.is_finite()) {
+            return Err(ModelError::arg("init_std", "must be a positive number"));
+        }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let std = cfg.init_std;
         let mut src = |_: &str, shape: &[usize], init: Init| -> Result<Tensor> {
             let n: usize = shape.iter().product();
             let data = match init {
-                Init::Normal => normals(n, std, &mut rng),
+                Init::Normal => normals(n, init_std, &mut rng),
                 Init::Ones => vec![1.0; n],
                 Init::Zeros => vec![0.0; n],
             };
             Ok(Tensor::from_vec(data, shape, device)?)
         };
-        let model = Transformer::build(&mcfg, device, &mut src)?;
+        let model = Transformer::build(cfg, device, &mut src)?;
         Self::assemble(
             model,
             tokenizer,

@@ -5,6 +5,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
+use crate::processing::{LogitProcessing, RowDist};
 
 /// How to draw tokens in [`crate::Policy::generate`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -84,8 +85,11 @@ pub enum FinishReason {
 pub struct Generation {
     /// Generated ids (the EOS or stop-completing token included).
     pub tokens: Vec<u32>,
-    /// Log-probability of each token under the model's own distribution (softmax of the raw
-    /// logits, before temperature/top-k/top-p), i.e. what [`crate::Policy::score`] returns.
+    /// Log-probability of each token under the distribution it was sampled from: softmax of
+    /// logits / temperature over the top-k / top-p kept set
+    /// ([`LogitProcessing::from_sampling`]), i.e. what [`crate::Policy::score_with`] returns
+    /// with that processing. Greedy decoding (temperature 0) reports the raw distribution's
+    /// log-probabilities, what [`crate::Policy::score`] returns.
     pub logprobs: Vec<f32>,
     /// Why it ended.
     pub finish_reason: FinishReason,
@@ -93,24 +97,26 @@ pub struct Generation {
     pub text: String,
 }
 
-/// A drawn token and its log-probability under the raw logits.
+/// A drawn token and its log-probability under the distribution it was drawn from.
 pub(crate) struct Draw {
     pub token: u32,
     pub logprob: f32,
 }
 
-/// Draws one token from `logits` with `params` and `rng`. Greedy draws consume no randomness.
+/// Draws one token from `logits` with `params` and `rng`, and reports its log-probability
+/// under [`LogitProcessing::from_sampling`] (the raw distribution when greedy). Greedy draws
+/// consume no randomness.
 pub(crate) fn draw(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> Draw {
-    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let lse = max + logits.iter().map(|z| (z - max).exp()).sum::<f32>().ln();
+    let processing = LogitProcessing::from_sampling(params);
+    let dist = RowDist::new(logits, &processing);
     let token = if params.temperature == 0.0 {
         argmax(logits)
     } else {
-        sample(logits, params, rng)
+        sample(logits, params.temperature, dist.kept.as_deref(), rng)
     };
     Draw {
         token: token as u32,
-        logprob: logits[token] - lse,
+        logprob: dist.logprob(logits, token),
     }
 }
 
@@ -124,46 +130,32 @@ fn argmax(v: &[f32]) -> usize {
     best
 }
 
-fn sample(logits: &[f32], params: &SamplingParams, rng: &mut ChaCha8Rng) -> usize {
-    let t = params.temperature as f32;
-    // Candidates: all ids, or by descending logit (ties by id) when top-k/top-p truncate.
-    let mut idx: Vec<usize> = (0..logits.len()).collect();
-    if params.top_k > 0 || params.top_p < 1.0 {
-        idx.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
-        if params.top_k > 0 {
-            idx.truncate(params.top_k);
+/// Samples from softmax(logits / t) over `kept` (most likely first), or over all ids.
+fn sample(logits: &[f32], t: f64, kept: Option<&[u32]>, rng: &mut ChaCha8Rng) -> usize {
+    let all: Vec<u32>;
+    let idx = match kept {
+        Some(k) => k,
+        None => {
+            all = (0..logits.len() as u32).collect();
+            &all
         }
-    }
+    };
     let max = idx
         .iter()
-        .map(|&i| logits[i])
+        .map(|&i| logits[i as usize])
         .fold(f32::NEG_INFINITY, f32::max);
-    let mut probs: Vec<f64> = idx
+    let probs: Vec<f64> = idx
         .iter()
-        .map(|&i| (((logits[i] - max) / t) as f64).exp())
+        .map(|&i| (((logits[i as usize] - max) as f64) / t).exp())
         .collect();
-    let total: f64 = probs.iter().sum();
-    probs.iter_mut().for_each(|p| *p /= total);
-    if params.top_p < 1.0 {
-        let mut acc = 0.0;
-        let mut keep = probs.len();
-        for (n, p) in probs.iter().enumerate() {
-            acc += p;
-            if acc >= params.top_p {
-                keep = n + 1;
-                break;
-            }
-        }
-        probs.truncate(keep);
-    }
     let total: f64 = probs.iter().sum();
     let u = rng.random::<f64>() * total;
     let mut acc = 0.0;
     for (n, p) in probs.iter().enumerate() {
         acc += p;
         if u < acc {
-            return idx[n];
+            return idx[n] as usize;
         }
     }
-    idx[probs.len() - 1]
+    idx[idx.len() - 1] as usize
 }

@@ -2,11 +2,13 @@
 
 use candle_core::{DType, Tensor};
 
+use crate::attention::AttnMask;
 use crate::error::{ModelError, Result};
-use crate::logprob::{check_f32, logprob_entropy};
+use crate::logprob::head_logprob_entropy;
 use crate::lora::Ctx;
 use crate::policy::Policy;
-use crate::transformer::{causal_mask, Positions};
+use crate::processing::LogitProcessing;
+use crate::transformer::Positions;
 
 /// Which policy a scoring pass computes, and whether it records a graph for backward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,22 +76,31 @@ fn trim(t: &Tensor, lengths: &[usize]) -> Result<Vec<Vec<f32>>> {
         .collect())
 }
 
-impl Policy {
-    /// Log-probabilities and entropies of `sequences[i][start[i]..]`, each token given all
-    /// tokens before it (1 ≤ `start[i]` ≤ `sequences[i].len()`).
-    ///
-    /// Sequences are right-padded into one [batch, max_len] forward pass under a causal mask.
-    /// Only the hidden states of scored positions go through the output projection, and the
-    /// log-softmax, gather and entropy are one fused pass, so at most one [n_scored, vocab]
-    /// logits tensor exists. `mode` selects gradient recording and the adapter.
-    pub fn score(
-        &self,
+/// A right-padded scoring batch: ids, the rows of scored positions and their targets.
+pub(crate) struct ScoreBatch {
+    /// Ids [b, t] u32, right-padded.
+    pub ids: Tensor,
+    /// Rows (into the [b·t, d] hidden states) that predict a scored token: b · s_max.
+    pub rows: Tensor,
+    /// The scored token of each row (0 for padding).
+    pub targets: Vec<u32>,
+    /// [b, s_max]: 1 for scored tokens.
+    pub mask: Tensor,
+    /// Scored tokens of each row.
+    pub lengths: Vec<usize>,
+    /// (b, t, s_max).
+    pub dims: (usize, usize, usize),
+}
+
+impl ScoreBatch {
+    /// The batch of `sequences` scored from `start`; `None` when nothing is scored.
+    pub fn new(
+        p: &Policy,
         sequences: &[Vec<u32>],
         start: &[usize],
-        mode: ScoreMode,
-    ) -> Result<Scores> {
-        self.check_score_args(sequences, start)?;
-        let dev = &self.device;
+    ) -> Result<(Option<Self>, Vec<usize>)> {
+        p.check_score_args(sequences, start)?;
+        let dev = &p.device;
         let b = sequences.len();
         let lengths: Vec<usize> = sequences
             .iter()
@@ -98,16 +109,10 @@ impl Policy {
             .collect();
         let s_max = lengths.iter().copied().max().unwrap_or(0);
         if b == 0 || s_max == 0 {
-            let z = Tensor::zeros((b, 0), DType::F32, dev)?;
-            return Ok(Scores {
-                logprobs: z.clone(),
-                entropies: z.clone(),
-                mask: z,
-                lengths,
-            });
+            return Ok((None, lengths));
         }
         let t = sequences.iter().map(Vec::len).max().unwrap_or(0);
-        let pad = self.tokenizer.pad_id();
+        let pad = p.tokenizer.pad_id();
         let mut ids = Vec::with_capacity(b * t);
         for s in sequences {
             ids.extend(
@@ -129,34 +134,99 @@ impl Policy {
                 mask.push(if real { 1f32 } else { 0.0 });
             }
         }
-        let dropout = if mode.grad {
-            Some(&self.dropout_rng)
-        } else {
-            None
+        let batch = ScoreBatch {
+            ids: Tensor::from_vec(ids, (b, t), dev)?,
+            rows: Tensor::from_vec(rows, b * s_max, dev)?,
+            targets,
+            mask: Tensor::from_vec(mask, (b, s_max), dev)?,
+            lengths: lengths.clone(),
+            dims: (b, t, s_max),
+        };
+        Ok((Some(batch), lengths))
+    }
+
+    /// Scores from the final hidden states `h` [b, t, d].
+    pub fn scores(
+        self,
+        p: &Policy,
+        h: &Tensor,
+        ctx: &Ctx,
+        processing: &LogitProcessing,
+    ) -> Result<Scores> {
+        let (b, t, s_max) = self.dims;
+        let h = h.reshape((b * t, p.model.cfg.hidden_size))?;
+        let sel = h.index_select(&self.rows, 0)?;
+        let w = p.model.head_weight(ctx);
+        let (lp, ent) = head_logprob_entropy(&sel, &w, &self.targets, processing)?;
+        Ok(Scores {
+            logprobs: (lp.reshape((b, s_max))? * &self.mask)?,
+            entropies: (ent.reshape((b, s_max))? * &self.mask)?,
+            mask: self.mask,
+            lengths: self.lengths,
+        })
+    }
+}
+
+/// Scores of a batch with nothing to score: [b, 0] tensors.
+pub(crate) fn empty_scores(lengths: Vec<usize>, dev: &candle_core::Device) -> Result<Scores> {
+    let z = Tensor::zeros((lengths.len(), 0), DType::F32, dev)?;
+    Ok(Scores {
+        logprobs: z.clone(),
+        entropies: z.clone(),
+        mask: z,
+        lengths,
+    })
+}
+
+impl Policy {
+    /// Log-probabilities and entropies of `sequences[i][start[i]..]` under the model's raw
+    /// distribution, each token given all tokens before it (1 ≤ `start[i]` ≤
+    /// `sequences[i].len()`): [`Policy::score_with`] with [`LogitProcessing::RAW`].
+    pub fn score(
+        &self,
+        sequences: &[Vec<u32>],
+        start: &[usize],
+        mode: ScoreMode,
+    ) -> Result<Scores> {
+        self.score_with(sequences, start, mode, &LogitProcessing::RAW)
+    }
+
+    /// Log-probabilities and entropies of `sequences[i][start[i]..]` under the processed
+    /// distribution `processing` (softmax(logits / T) restricted to top-k, then top-p,
+    /// renormalised: the distribution [`Policy::generate`] samples from with the same
+    /// settings). A token outside the kept set gets [`crate::EXCLUDED_LOGPROB`] (gradient 0);
+    /// entropies are those of the kept distribution.
+    ///
+    /// Sequences are right-padded into one [batch, max_len] forward pass under a causal mask.
+    /// Only the hidden states of scored positions go through the output projection, in chunks
+    /// of rows fused with the log-softmax, gather and entropy, so the [n_scored, vocab] logits
+    /// never exist whole. `mode` selects gradient recording and the adapter. For training with
+    /// bounded memory see [`Policy::train_pass`].
+    pub fn score_with(
+        &self,
+        sequences: &[Vec<u32>],
+        start: &[usize],
+        mode: ScoreMode,
+        processing: &LogitProcessing,
+    ) -> Result<Scores> {
+        processing.validate()?;
+        let (batch, lengths) = ScoreBatch::new(self, sequences, start)?;
+        let Some(batch) = batch else {
+            return empty_scores(lengths, &self.device);
         };
         let ctx = Ctx {
             grad: mode.grad,
             adapter: mode.adapter,
-            dropout_rng: dropout,
+            dropout_rng: mode.grad.then_some(&self.dropout_rng),
         };
-        let ids_t = Tensor::from_vec(ids, (b, t), dev)?;
-        let causal = causal_mask(t, dev)?;
-        let h = self
-            .model
-            .hidden(&ids_t, Positions::Range(0), Some(&causal), None, &ctx)?;
-        let h = h.reshape((b * t, self.model.cfg.hidden_size))?;
-        let sel = h.index_select(&Tensor::from_vec(rows, b * s_max, dev)?, 0)?;
-        let logits = self.model.logits(&sel, &ctx)?;
-        check_f32(&logits)?;
-        let targets = Tensor::from_vec(targets, b * s_max, dev)?;
-        let (lp, ent) = logprob_entropy(&logits, &targets)?;
-        let mask = Tensor::from_vec(mask, (b, s_max), dev)?;
-        Ok(Scores {
-            logprobs: (lp.reshape((b, s_max))? * &mask)?,
-            entropies: (ent.reshape((b, s_max))? * &mask)?,
-            mask,
-            lengths,
-        })
+        let h = self.model.hidden(
+            &batch.ids,
+            Positions::Range(0),
+            AttnMask::Causal,
+            None,
+            &ctx,
+        )?;
+        batch.scores(self, &h, &ctx, processing)
     }
 
     /// Logits [len, vocab] at every position of one sequence (for inspection and tests; this
@@ -171,14 +241,13 @@ impl Policy {
             dropout_rng: None,
         };
         let ids_t = Tensor::from_vec(ids.to_vec(), (1, t), &self.device)?;
-        let causal = causal_mask(t, &self.device)?;
         let h = self
             .model
-            .hidden(&ids_t, Positions::Range(0), Some(&causal), None, &ctx)?;
+            .hidden(&ids_t, Positions::Range(0), AttnMask::Causal, None, &ctx)?;
         self.model.logits(&h.squeeze(0)?, &ctx)
     }
 
-    fn check_score_args(&self, sequences: &[Vec<u32>], start: &[usize]) -> Result<()> {
+    pub(crate) fn check_score_args(&self, sequences: &[Vec<u32>], start: &[usize]) -> Result<()> {
         if sequences.len() != start.len() {
             return Err(ModelError::arg(
                 "start",

@@ -5,10 +5,32 @@ use serde_json::{json, Map, Value};
 /// Words that get their own merge chain, so agent outputs take few tokens. Each is merged both
 /// bare and with a leading space.
 const WORDS: &[&str] = &[
-    "action", "think", "up", "down", "left", "right", "box", "wall", "target", "player", "the",
-    "you", "move", "push", "step", "valid", "reward", "state",
+    "action",
+    "think",
+    "up",
+    "down",
+    "left",
+    "right",
+    "box",
+    "wall",
+    "target",
+    "player",
+    "the",
+    "you",
+    "move",
+    "push",
+    "step",
+    "valid",
+    "reward",
+    "state",
     // The words of the step prompt.
-    "Current", "observation", "Observation", "Previous", "steps", "Action", "Admissible",
+    "Current",
+    "observation",
+    "Observation",
+    "Previous",
+    "steps",
+    "Action",
+    "Admissible",
     "actions",
 ];
 

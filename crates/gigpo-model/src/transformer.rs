@@ -3,6 +3,7 @@
 use candle_core::{Device, Tensor};
 use candle_nn::kv_cache::KvCache;
 
+use crate::attention::{attention, AttnMask};
 use crate::config::ModelConfig;
 use crate::error::Result;
 use crate::lora::{Ctx, Linear, TargetModule};
@@ -218,20 +219,29 @@ impl Transformer {
 
     /// Hidden states after the final norm: `ids` [b, t] u32 → [b, t, d].
     ///
-    /// `mask`: additive attention mask broadcastable to [b, heads, t, t_kv] (0 or −∞), or `None`
-    /// for a single query with nothing to hide. `cache`: one KV cache per layer, appended to.
+    /// `mask`: which keys each query sees. `cache`: one KV cache per layer, appended to.
     pub fn hidden(
         &self,
         ids: &Tensor,
         pos: Positions,
-        mask: Option<&Tensor>,
+        mask: AttnMask,
         mut cache: Option<&mut [KvCache]>,
         ctx: &Ctx,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
-        let d = self.cfg.hidden_size;
+        let rope = self.rope_rows(pos, b, t)?;
+        let mut x = self.embed_rows(ids, ctx)?;
+        for i in 0..self.layers.len() {
+            let kv = cache.as_deref_mut().map(|c| &mut c[i]);
+            x = self.layer(i, &x, (b, t), &rope, mask, kv, ctx)?;
+        }
+        self.final_norm(&x, (b, t), ctx)
+    }
+
+    /// Cos/sin rows of a pass over [b, t] tokens: [t, hd/2] or [b, t, hd/2] each.
+    pub fn rope_rows(&self, pos: Positions, b: usize, t: usize) -> Result<(Tensor, Tensor)> {
         let half = self.cfg.head_dim / 2;
-        let (cos, sin) = match pos {
+        Ok(match pos {
             Positions::Range(start) => {
                 (self.cos.narrow(0, start, t)?, self.sin.narrow(0, start, t)?)
             }
@@ -239,29 +249,40 @@ impl Transformer {
                 self.cos.index_select(p, 0)?.reshape((b, t, half))?,
                 self.sin.index_select(p, 0)?.reshape((b, t, half))?,
             ),
-        };
-        let mut x = ctx.w(&self.embed).index_select(&ids.flatten_all()?, 0)?; // [b·t, d]
-        for (i, layer) in self.layers.iter().enumerate() {
-            let kv = cache.as_deref_mut().map(|c| &mut c[i]);
-            let h = ops::rms_norm(
-                &x,
-                &ctx.w(&layer.input_norm),
-                self.cfg.rms_norm_eps,
-                ctx.grad,
-            )?;
-            let a = self.attention(layer, &h, (b, t), (&cos, &sin), mask, kv, ctx)?;
-            x = (x + a)?;
-            let h = ops::rms_norm(
-                &x,
-                &ctx.w(&layer.post_norm),
-                self.cfg.rms_norm_eps,
-                ctx.grad,
-            )?;
-            let m = ops::swiglu(&layer.gate.forward(&h, ctx)?, &layer.up.forward(&h, ctx)?)?;
-            x = (x + layer.down.forward(&m, ctx)?)?;
-        }
-        let x = ops::rms_norm(&x, &ctx.w(&self.norm), self.cfg.rms_norm_eps, ctx.grad)?;
-        Ok(x.reshape((b, t, d))?)
+        })
+    }
+
+    /// Embedding rows of `ids` [b, t]: [b·t, d].
+    pub fn embed_rows(&self, ids: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok(ctx.w(&self.embed).index_select(&ids.flatten_all()?, 0)?)
+    }
+
+    /// Final norm of the residual stream [b·t, d] → [b, t, d].
+    pub fn final_norm(&self, x: &Tensor, (b, t): (usize, usize), ctx: &Ctx) -> Result<Tensor> {
+        let x = ops::rms_norm(x, &ctx.w(&self.norm), self.cfg.rms_norm_eps, ctx.grad)?;
+        Ok(x.reshape((b, t, self.cfg.hidden_size))?)
+    }
+
+    /// Decoder layer `i` on the residual stream `x` [b·t, d] → [b·t, d].
+    #[allow(clippy::too_many_arguments)]
+    pub fn layer(
+        &self,
+        i: usize,
+        x: &Tensor,
+        bt: (usize, usize),
+        rope: &(Tensor, Tensor),
+        mask: AttnMask,
+        cache: Option<&mut KvCache>,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let layer = &self.layers[i];
+        let eps = self.cfg.rms_norm_eps;
+        let h = ops::rms_norm(x, &ctx.w(&layer.input_norm), eps, ctx.grad)?;
+        let a = self.attention(layer, &h, bt, (&rope.0, &rope.1), mask, cache, ctx)?;
+        let x = (x + a)?;
+        let h = ops::rms_norm(&x, &ctx.w(&layer.post_norm), eps, ctx.grad)?;
+        let m = ops::swiglu(&layer.gate.forward(&h, ctx)?, &layer.up.forward(&h, ctx)?)?;
+        Ok((x + layer.down.forward(&m, ctx)?)?)
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -271,7 +292,7 @@ impl Transformer {
         h: &Tensor,
         (b, t): (usize, usize),
         (cos, sin): (&Tensor, &Tensor),
-        mask: Option<&Tensor>,
+        mask: AttnMask,
         cache: Option<&mut KvCache>,
         ctx: &Ctx,
     ) -> Result<Tensor> {
@@ -289,18 +310,15 @@ impl Transformer {
             Some(cache) => cache.append(&k, &v)?,
             None => (k, v),
         };
-        let n_rep = c.num_heads / c.num_kv_heads;
-        let k = ops::repeat_kv(k, n_rep)?;
-        let v = ops::repeat_kv(v, n_rep)?;
         let scale = 1.0 / (hd as f64).sqrt();
-        let mut att = (q.matmul(&k.t()?)? * scale)?;
-        if let Some(m) = mask {
-            att = att.broadcast_add(m)?;
-        }
-        let att = ops::softmax_last(&att, ctx.grad)?;
-        let y = att.matmul(&v.contiguous()?)?; // [b, heads, t, hd]
+        let y = attention(&q, &k, &v, mask, scale)?; // [b, heads, t, hd]
         let y = y.transpose(1, 2)?.reshape((b * t, c.num_heads * hd))?;
         layer.o.forward(&y, ctx)
+    }
+
+    /// The output projection [vocab, d] as this pass uses it.
+    pub fn head_weight(&self, ctx: &Ctx) -> Tensor {
+        ctx.w(self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     /// Logits [n, vocab] of hidden rows [n, d].

@@ -54,21 +54,116 @@ fn mixed_length_batch_equals_one_at_a_time() {
     }
 }
 
-#[test]
-fn generation_logprobs_equal_scores() {
-    let p = policy(3);
-    let pr = prompts(&p);
-    let gens = p.generate(&pr, &sampled(), 9).unwrap();
+/// Max and mean |generate's log-probabilities − score_with's| for the same prompt + response.
+fn behaviour_mismatch(p: &Policy, params: &SamplingParams, seed: u64) -> (f32, f32) {
+    let pr = prompts(p);
+    assert!(pr[0].len() != pr[1].len() && pr[1].len() != pr[2].len());
+    let gens = p.generate(&pr, params, seed).unwrap();
     let seqs: Vec<Vec<u32>> = pr
         .iter()
         .zip(&gens)
         .map(|(a, g)| [a.clone(), g.tokens.clone()].concat())
         .collect();
     let starts: Vec<usize> = pr.iter().map(Vec::len).collect();
-    let s = p.score(&seqs, &starts, ScoreMode::OLD).unwrap();
+    let processing = LogitProcessing::from_sampling(params);
+    let s = p
+        .score_with(&seqs, &starts, ScoreMode::OLD, &processing)
+        .unwrap();
+    let got = s.logprob_rows().unwrap();
     let want: Vec<Vec<f32>> = gens.iter().map(|g| g.logprobs.clone()).collect();
-    let d = max_abs_diff(&s.logprob_rows().unwrap(), &want);
-    assert!(d < 1e-4, "generation and scoring disagree by {d}");
+    let diffs: Vec<f32> = got
+        .iter()
+        .zip(&want)
+        .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
+        .collect();
+    assert!(!diffs.is_empty());
+    let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+    (max_abs_diff(&got, &want), mean)
+}
+
+#[test]
+fn generation_logprobs_equal_scores() {
+    let p = policy(3);
+    for params in [sampled(), SamplingParams::greedy(24)] {
+        let (max, mean) = behaviour_mismatch(&p, &params, 9);
+        assert!(
+            max < 1e-4 && mean < 1e-5,
+            "{params:?}: max {max}, mean {mean}"
+        );
+    }
+}
+
+#[test]
+fn generation_logprobs_are_those_of_the_processed_distribution() {
+    let p = policy(4);
+    for (top_p, top_k) in [(0.9, 0), (0.9, 20), (1.0, 20)] {
+        let params = SamplingParams {
+            temperature: 0.7,
+            top_p,
+            top_k,
+            max_new_tokens: 24,
+            stop_strings: vec![],
+        };
+        let (max, mean) = behaviour_mismatch(&p, &params, 21);
+        assert!(
+            max < 1e-4 && mean < 1e-5,
+            "{params:?}: max {max}, mean {mean}"
+        );
+        // They differ from the raw distribution's.
+        let pr = prompts(&p);
+        let gens = p.generate(&pr, &params, 21).unwrap();
+        let seqs: Vec<Vec<u32>> = pr
+            .iter()
+            .zip(&gens)
+            .map(|(a, g)| [a.clone(), g.tokens.clone()].concat())
+            .collect();
+        let starts: Vec<usize> = pr.iter().map(Vec::len).collect();
+        let raw = p.score(&seqs, &starts, ScoreMode::OLD).unwrap();
+        let want: Vec<Vec<f32>> = gens.iter().map(|g| g.logprobs.clone()).collect();
+        assert!(max_abs_diff(&raw.logprob_rows().unwrap(), &want) > 1e-2);
+    }
+}
+
+#[test]
+fn processed_scores_exclude_tokens_outside_the_kept_set() {
+    let p = policy(5);
+    let pr = prompts(&p);
+    let seq = pr[0].clone();
+    let logits = p.logits(&seq, ScoreMode::OLD).unwrap();
+    let last: Vec<f32> = logits.get(seq.len() - 1).unwrap().to_vec1().unwrap();
+    let worst = (0..last.len())
+        .min_by(|&a, &b| last[a].total_cmp(&last[b]))
+        .unwrap() as u32;
+    let best = (0..last.len())
+        .max_by(|&a, &b| last[a].total_cmp(&last[b]))
+        .unwrap() as u32;
+    let k = LogitProcessing {
+        temperature: 0.5,
+        top_k: 3,
+        top_p: 1.0,
+    };
+    let seqs = vec![
+        [seq.clone(), vec![worst]].concat(),
+        [seq.clone(), vec![best]].concat(),
+    ];
+    let starts = vec![seq.len(); 2];
+    let s = p.score_with(&seqs, &starts, ScoreMode::OLD, &k).unwrap();
+    let rows = s.logprob_rows().unwrap();
+    assert_eq!(rows[0][0], EXCLUDED_LOGPROB);
+    // The best token under T = 0.5 over its top 3: logit/T − logsumexp of the three.
+    let mut top: Vec<f32> = last.clone();
+    top.sort_by(|a, b| b.total_cmp(a));
+    let z: Vec<f32> = top[..3].iter().map(|l| l / 0.5).collect();
+    let lse = z[0] + z.iter().map(|v| (v - z[0]).exp()).sum::<f32>().ln();
+    assert!((rows[1][0] - (z[0] - lse)).abs() < 1e-5);
+    let ent = s.entropy_rows().unwrap();
+    let want: f32 = -z.iter().map(|v| (v - lse).exp() * (v - lse)).sum::<f32>();
+    assert!((ent[1][0] - want).abs() < 1e-5);
+    let bad = LogitProcessing {
+        temperature: 0.0,
+        ..k
+    };
+    assert!(p.score_with(&seqs, &starts, ScoreMode::OLD, &bad).is_err());
 }
 
 #[test]

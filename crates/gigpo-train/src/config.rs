@@ -345,6 +345,10 @@ pub struct UpdateConfig {
     /// Where log π_old comes from. Default `recompute` (then `train/logprob_mismatch` watches
     /// the sampler); `sampling` saves a forward pass.
     pub old_logprobs: Option<OldLogprobs>,
+    /// Recompute each layer's activations during the backward pass instead of keeping them
+    /// (about one more forward pass, a fraction of the memory). Default by profile: on for a
+    /// pretrained model, off from scratch.
+    pub recompute_activations: Option<bool>,
 }
 
 impl Default for UpdateConfig {
@@ -354,6 +358,7 @@ impl Default for UpdateConfig {
             mini_batch_size: 64,
             micro_batch_size: None,
             old_logprobs: None,
+            recompute_activations: None,
         }
     }
 }
@@ -531,13 +536,13 @@ impl TrainConfig {
 
     /// `model.finetune` resolved: LoRA when its settings are given or the model is pretrained.
     pub fn finetune(&self) -> Finetune {
-        self.model.finetune.unwrap_or(
-            if self.model.lora.is_some() || self.pretrained() {
+        self.model
+            .finetune
+            .unwrap_or(if self.model.lora.is_some() || self.pretrained() {
                 Finetune::Lora
             } else {
                 Finetune::Full
-            },
-        )
+            })
     }
 
     /// The LoRA adapter to add, when `finetune` is `lora`.
@@ -578,11 +583,13 @@ impl TrainConfig {
 
     /// `optim.lr` resolved.
     pub fn lr(&self) -> f64 {
-        self.optim.lr.unwrap_or(match (self.profile(), self.finetune()) {
-            (Profile::Scratch, _) => 3e-3,
-            (Profile::Pretrained, Finetune::Lora) => 1e-4,
-            (Profile::Pretrained, Finetune::Full) => 1e-6,
-        })
+        self.optim
+            .lr
+            .unwrap_or(match (self.profile(), self.finetune()) {
+                (Profile::Scratch, _) => 3e-3,
+                (Profile::Pretrained, Finetune::Lora) => 1e-4,
+                (Profile::Pretrained, Finetune::Full) => 1e-6,
+            })
     }
 
     /// `update.micro_batch_size` resolved.
@@ -590,6 +597,13 @@ impl TrainConfig {
         self.update
             .micro_batch_size
             .unwrap_or(if self.pretrained() { 4 } else { 64 })
+    }
+
+    /// `update.recompute_activations` resolved.
+    pub fn recompute_activations(&self) -> bool {
+        self.update
+            .recompute_activations
+            .unwrap_or(self.pretrained())
     }
 
     /// How rollouts build prompts: the running chat with the trajectory layout, single-turn
@@ -617,6 +631,7 @@ impl TrainConfig {
         c.optim.lr = Some(self.lr());
         c.update.micro_batch_size = Some(self.micro_batch_size());
         c.update.old_logprobs = Some(self.old_logprobs());
+        c.update.recompute_activations = Some(self.recompute_activations());
         c
     }
 

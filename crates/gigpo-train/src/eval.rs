@@ -205,7 +205,10 @@ impl Evaluator {
         let seeds = &seeds[..levels];
         let e = &cfg.eval;
         let sampled = play(policy, cfg, seeds, e.temperature)?;
-        let greedy = e.greedy.then(|| play(policy, cfg, seeds, 0.0)).transpose()?;
+        let greedy = e
+            .greedy
+            .then(|| play(policy, cfg, seeds, 0.0))
+            .transpose()?;
         let baselines = if levels == self.held_out.seeds().len() {
             self.baselines.clone()
         } else {
@@ -291,7 +294,10 @@ mod tests {
     fn wilson_interval_matches_hand_numbers() {
         // 50 of 100: 0.5 ± 0.0962 (Wilson, z = 1.96), centred at 0.5.
         let r = Rate::wilson(50, 100);
-        assert!((r.low - 0.4038).abs() < 1e-3 && (r.high - 0.5962).abs() < 1e-3, "{r:?}");
+        assert!(
+            (r.low - 0.4038).abs() < 1e-3 && (r.high - 0.5962).abs() < 1e-3,
+            "{r:?}"
+        );
         // 0 of 256 still has a positive upper end.
         let r = Rate::wilson(0, 256);
         assert_eq!((r.rate, r.low), (0.0, 0.0));

@@ -64,9 +64,10 @@ pub fn assign_advantages(rollout: &mut Rollout, cfg: &AdvantageConfig) -> Result
     let mut values = adv.steps.iter().map(|s| s.advantage);
     for t in rollout.trajectories.iter_mut().filter(|t| kept(t)) {
         for s in t.steps.iter_mut().filter(|s| counted(s)) {
-            s.advantage = Some(values.next().ok_or_else(|| {
-                TrainError::config("advantages", "fewer advantages than steps")
-            })?);
+            s.advantage =
+                Some(values.next().ok_or_else(|| {
+                    TrainError::config("advantages", "fewer advantages than steps")
+                })?);
         }
     }
     Ok(adv)

@@ -214,7 +214,12 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
             .collect();
         let results = pool.step(&actions)?;
         let last = t + 1 == plan.max_steps;
-        let turns = results.into_iter().zip(gens).zip(current).zip(prompts).zip(users);
+        let turns = results
+            .into_iter()
+            .zip(gens)
+            .zip(current)
+            .zip(prompts)
+            .zip(users);
         for ((((res, gen), obs), prompt), user) in turns {
             let o = res.outcome;
             trajectories[res.index.0].steps.push(StepRecord {

@@ -125,7 +125,15 @@ pub fn demonstrations(
             .map_err(|e| TrainError::config("sft.levels", format!("level seed {seed}: {e}")))?
             .unwrap_or_default();
         let steps = path.len().min(cfg.rollout.max_steps);
-        demonstrate(cfg, tok, env.as_mut(), instructions.as_deref(), seed, &path[..steps], &mut out)?;
+        demonstrate(
+            cfg,
+            tok,
+            env.as_mut(),
+            instructions.as_deref(),
+            seed,
+            &path[..steps],
+            &mut out,
+        )?;
     }
     Ok(out)
 }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use candle_core::{backprop::GradStore, DType, Tensor};
 use gigpo_env::levels::HeldOut;
 use gigpo_env::seed::mix_seed;
-use gigpo_model::{AdamW, AdamWConfig, Policy, SamplingParams, ScoreMode};
+use gigpo_model::{
+    AdamW, AdamWConfig, LogitProcessing, Policy, SamplingParams, ScoreMode, TrainMemory,
+};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -275,7 +277,11 @@ impl Trainer {
         rec.insert(names::ITERATION.into(), 0.0);
         rec.insert(names::ENV_STEPS.into(), 0.0);
         if self.cfg.sft.levels > 0 {
-            let demos = demonstrations(&self.cfg, self.policy.tokenizer(), self.evaluator.held_out())?;
+            let demos = demonstrations(
+                &self.cfg,
+                self.policy.tokenizer(),
+                self.evaluator.held_out(),
+            )?;
             let s = fine_tune(&self.policy, &self.cfg, &demos)?;
             rec.insert(names::SFT_DEMONSTRATIONS.into(), s.demonstrations as f64);
             rec.insert(names::SFT_FIRST_LOSS.into(), s.first_loss);
@@ -421,7 +427,12 @@ impl Trainer {
         let (old, mismatch) = match self.cfg.old_logprobs() {
             OldLogprobs::Sampling => (behaviour(), None),
             OldLogprobs::Recompute => {
-                let old = score_rows(&self.policy, samples, ScoreMode::OLD, mb)?;
+                let old = score_rows(
+                    &self.policy,
+                    samples,
+                    (ScoreMode::OLD, &self.behaviour()),
+                    mb,
+                )?;
                 let m = mismatch(samples, &old);
                 (old, Some(m))
             }
@@ -429,9 +440,15 @@ impl Trainer {
         let reference = if self.cfg.beta() == 0.0 {
             None
         } else {
+            let behaviour = self.behaviour();
             Some(match &self.reference {
-                Some(r) => score_rows(r, samples, ScoreMode::OLD, mb)?,
-                None => score_rows(&self.policy, samples, ScoreMode::REFERENCE, mb)?,
+                Some(r) => score_rows(r, samples, (ScoreMode::OLD, &behaviour), mb)?,
+                None => score_rows(
+                    &self.policy,
+                    samples,
+                    (ScoreMode::REFERENCE, &behaviour),
+                    mb,
+                )?,
             })
         };
         Ok(PhaseLogprobs {
@@ -439,6 +456,12 @@ impl Trainer {
             reference,
             mismatch,
         })
+    }
+
+    /// The behaviour policy's processing of the logits (SPEC §3): temperature, top-k and top-p
+    /// of the training rollouts, used in every scoring pass.
+    fn behaviour(&self) -> LogitProcessing {
+        LogitProcessing::from_sampling(&train_sampling(&self.cfg))
     }
 
     fn update(&mut self, samples: &[Sample], lp: &PhaseLogprobs, it: usize) -> Result<UpdateStats> {
@@ -505,7 +528,15 @@ impl Trainer {
             let batch = Padded::new(samples, &lp.old, reference, micro, self.policy.device())?;
             let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| samples[i].tokens.clone()).collect();
             let starts: Vec<usize> = micro.iter().map(|&i| samples[i].start).collect();
-            let scores = self.policy.score(&seqs, &starts, ScoreMode::TRAIN)?;
+            // Layer activations are recomputed in the backward step and the graph is dropped
+            // after it, so a micro-batch holds one layer's activations at a time.
+            let memory = TrainMemory {
+                recompute: self.cfg.recompute_activations(),
+            };
+            let pass = self
+                .policy
+                .train_pass(&seqs, &starts, &self.behaviour(), memory)?;
+            let scores = pass.scores();
             let inputs = LossInputs {
                 logprobs: &scores.logprobs,
                 old_logprobs: &batch.old,
@@ -516,7 +547,7 @@ impl Trainer {
                 denominator: Some(denominator),
             };
             let l = policy_loss(&inputs, &loss_cfg)?;
-            let g = l.loss.backward()?;
+            let g = pass.backward(&l.loss)?;
             out.loss += l.loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
             out.pg += l.pg;
             out.kl += l.kl;
@@ -597,20 +628,28 @@ impl Padded {
 fn score_rows(
     policy: &Policy,
     samples: &[Sample],
-    mode: ScoreMode,
+    (mode, processing): (ScoreMode, &LogitProcessing),
     micro: usize,
 ) -> Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(samples.len());
     for chunk in samples.chunks(micro.max(1)) {
         let seqs: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
         let starts: Vec<usize> = chunk.iter().map(|s| s.start).collect();
-        out.extend(policy.score(&seqs, &starts, mode)?.logprob_rows()?);
+        out.extend(
+            policy
+                .score_with(&seqs, &starts, mode, processing)?
+                .logprob_rows()?,
+        );
     }
     Ok(out)
 }
 
 /// Adds the gradients of `g` for `vars` into `acc` (gradients of micro-batches).
-pub(crate) fn add_grads(mut acc: GradStore, g: GradStore, vars: &[candle_core::Var]) -> Result<GradStore> {
+pub(crate) fn add_grads(
+    mut acc: GradStore,
+    g: GradStore,
+    vars: &[candle_core::Var],
+) -> Result<GradStore> {
     for v in vars {
         if let Some(new) = g.get(v.as_tensor()) {
             let sum = match acc.get(v.as_tensor()) {
