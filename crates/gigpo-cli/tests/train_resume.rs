@@ -22,7 +22,7 @@ history_length = 1
 mini_batch_size = 8
 [eval]
 every = 2
-episodes = 2
+levels = 2
 [checkpoint]
 every = 2
 keep = 3
@@ -150,4 +150,53 @@ fn seed_flags_are_accepted_verbatim() {
     );
     assert_eq!(v["rollout"]["num_generations"].as_integer(), Some(4));
     assert_eq!(v["loss"]["beta"].as_float(), Some(0.02));
+}
+
+#[test]
+fn eval_reports_greedy_sampled_and_both_baselines() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("small.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let run = tmp.path().join("run");
+    let status = gigpo()
+        .args(["train", "--quiet", "--iterations", "2", "--config"])
+        .arg(&config)
+        .arg("--run-dir")
+        .arg(&run)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = gigpo()
+        .args(["eval", "--json", "--checkpoint"])
+        .arg(run.join("checkpoints/iter-2"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["levels"], 2);
+    let random = v["baselines"]["random_success_rate"].as_f64().unwrap();
+    let optimal = v["baselines"]["optimal_success_rate"].as_f64().unwrap();
+    assert!((0.0..=optimal).contains(&random), "{v}");
+    for mode in ["sampled", "greedy"] {
+        let s = &v[mode]["success"];
+        let (r, lo, hi) = (
+            s["rate"].as_f64().unwrap(),
+            s["low"].as_f64().unwrap(),
+            s["high"].as_f64().unwrap(),
+        );
+        assert!(lo <= r && r <= hi, "{v}");
+    }
+    // More levels than the run holds out is refused: they could have been trained on.
+    let out = gigpo()
+        .args(["eval", "--episodes", "3", "--checkpoint"])
+        .arg(run.join("checkpoints/iter-2"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("eval.levels"));
 }

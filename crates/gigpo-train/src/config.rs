@@ -396,7 +396,6 @@ pub struct EvalConfig {
     pub every: usize,
     /// Held-out levels: the first this many evaluation seeds; training never resets to one of
     /// their levels (compared by content). Every evaluation plays each once. Default 256.
-    #[serde(alias = "episodes")]
     pub levels: usize,
     /// Temperature of the sampled evaluation. Default 1.0.
     pub temperature: f64,

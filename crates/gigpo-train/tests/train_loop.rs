@@ -25,7 +25,7 @@ fn small(run_dir: &Path) -> TrainConfig {
         ("update.mini_batch_size", "8"),
         ("update.ppo_epochs", "2"),
         ("eval.every", "1"),
-        ("eval.episodes", "2"),
+        ("eval.levels", "2"),
         ("checkpoint.every", "1"),
         ("checkpoint.keep", "2"),
     ];
