@@ -861,4 +861,41 @@ mod tests {
         assert_eq!(cfg.rollout.num_generations, 4);
         assert_eq!(cfg.beta(), 0.0);
     }
+
+    #[test]
+    fn profiles_resolve_the_model_dependent_defaults() {
+        let tiny = TrainConfig::default().resolved();
+        assert_eq!(tiny.model.profile, Some(Profile::Scratch));
+        assert_eq!(tiny.model.finetune, Some(Finetune::Full));
+        assert_eq!(tiny.loss.beta, Some(0.0));
+        assert_eq!(tiny.rollout.max_new_tokens, Some(1));
+        // The tiny model's head width is one inference servers' CPU kernels accept.
+        let t = &tiny.model.tiny;
+        assert!([32, 64].contains(&(t.hidden_size / t.num_heads)));
+        let mut cfg = TrainConfig::default();
+        cfg.model.path = Some("some/model".into());
+        let pre = cfg.resolved();
+        assert_eq!(pre.model.profile, Some(Profile::Pretrained));
+        assert_eq!(pre.model.finetune, Some(Finetune::Lora));
+        assert!(pre.model.lora.is_some());
+        assert_eq!(pre.loss.beta, Some(0.01));
+        assert_eq!(pre.optim.lr, Some(1e-4));
+        assert_eq!(pre.update.micro_batch_size, Some(4));
+        assert_eq!(pre.rollout.history_length, Some(2));
+        // An explicit value wins, and the resolved file reads back to the same configuration.
+        cfg.set("loss.beta", "0.05").unwrap();
+        cfg.set("model.finetune", "full").unwrap();
+        let r = cfg.resolved();
+        assert_eq!((r.beta(), r.lr(), r.lora()), (0.05, 1e-6, None));
+        assert_eq!(TrainConfig::from_toml(&r.to_toml().unwrap()).unwrap(), r);
+    }
+
+    #[test]
+    fn estimator_names_are_case_insensitive() {
+        let mut cfg = TrainConfig::default();
+        cfg.set("algorithm.estimator", "GRPO").unwrap();
+        assert_eq!(cfg.algorithm.estimator, Estimator::Grpo);
+        let cfg = TrainConfig::from_toml("[algorithm]\nestimator = \"RLoo\"\n").unwrap();
+        assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
+    }
 }

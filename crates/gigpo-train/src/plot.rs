@@ -15,13 +15,13 @@ use crate::metrics::{names, read_jsonl, Record};
 /// The panels drawn, in order.
 pub const PANELS: [&str; 9] = [
     names::EVAL_SUCCESS,
+    names::EVAL_GREEDY_SUCCESS,
     names::TRAIN_SUCCESS,
     names::TRAIN_RETURN,
     names::TRAIN_INVALID,
     names::ADV_STEP_GROUP_SHARE,
     names::ADV_ZERO_VAR_SHARE,
     names::LOSS_PG,
-    names::LOSS_KL,
     names::LOSS_ENTROPY,
 ];
 

@@ -209,8 +209,23 @@ fn answer_tokens(cfg: &TrainConfig, tok: &Tokenizer, dir: Direction) -> Result<V
 }
 
 /// Fine-tunes `policy` on `demos` for `cfg.sft.epochs` epochs with a fresh AdamW.
-pub fn fine_tune(policy: &Policy, cfg: &TrainConfig, demos: &[Demonstration]) -> Result<SftStats> {
+pub fn fine_tune(
+    policy: &Policy,
+    cfg: &TrainConfig,
+    demos: &[Demonstration],
+    progress: bool,
+) -> Result<SftStats> {
     let start = Instant::now();
+    let per_epoch = demos.len().div_ceil(cfg.sft.batch_size.max(1));
+    let bar = progress.then(|| {
+        let b = indicatif::ProgressBar::new((per_epoch * cfg.sft.epochs) as u64);
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "warm start {bar:30} {pos}/{len} steps  ETA {eta}  {msg}",
+        ) {
+            b.set_style(style);
+        }
+        b
+    });
     let sft = &cfg.sft;
     let mut opt = AdamW::new(
         policy.named_trainable_vars().to_vec(),
@@ -232,6 +247,10 @@ pub fn fine_tune(policy: &Policy, cfg: &TrainConfig, demos: &[Demonstration]) ->
         for batch in order.chunks(sft.batch_size) {
             total += sft_step(policy, &mut opt, demos, batch, cfg.micro_batch_size())?;
             batches += 1;
+            if let Some(b) = &bar {
+                b.inc(1);
+                b.set_message(format!("loss {:.3}", total / batches as f64));
+            }
         }
         let mean = total / batches.max(1) as f64;
         if epoch == 0 {
@@ -239,6 +258,9 @@ pub fn fine_tune(policy: &Policy, cfg: &TrainConfig, demos: &[Demonstration]) ->
         }
         stats.last_loss = mean;
         stats.steps += batches;
+    }
+    if let Some(b) = bar {
+        b.finish();
     }
     stats.seconds = start.elapsed().as_secs_f64();
     Ok(stats)

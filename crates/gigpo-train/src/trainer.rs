@@ -282,7 +282,7 @@ impl Trainer {
                 self.policy.tokenizer(),
                 self.evaluator.held_out(),
             )?;
-            let s = fine_tune(&self.policy, &self.cfg, &demos)?;
+            let s = fine_tune(&self.policy, &self.cfg, &demos, self.progress)?;
             rec.insert(names::SFT_DEMONSTRATIONS.into(), s.demonstrations as f64);
             rec.insert(names::SFT_FIRST_LOSS.into(), s.first_loss);
             rec.insert(names::SFT_LAST_LOSS.into(), s.last_loss);

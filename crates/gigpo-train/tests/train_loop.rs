@@ -191,3 +191,31 @@ fn the_policy_trained_is_the_policy_that_sampled_in_both_layouts() {
         assert!(m < 1e-3, "{layout:?}: mismatch {m}");
     }
 }
+
+#[test]
+fn warm_start_trains_on_solver_moves_and_checkpoints_iteration_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = small(dir.path());
+    cfg.iterations = 1;
+    cfg.set("sft.levels", "20").unwrap();
+    cfg.set("sft.epochs", "3").unwrap();
+    cfg.set("sft.batch_size", "16").unwrap();
+    let mut t = Trainer::new(cfg).unwrap();
+    t.run().unwrap();
+    let recs = read_jsonl(&dir.path().join("metrics.jsonl")).unwrap();
+    let first = &recs[0];
+    assert_eq!(first[names::ITERATION], 0.0);
+    assert!(first[names::SFT_DEMONSTRATIONS] >= 20.0);
+    // Three epochs on the same demonstrations lower the loss.
+    assert!(
+        first[names::SFT_LAST_LOSS] < first[names::SFT_FIRST_LOSS],
+        "{first:?}"
+    );
+    assert!(first.contains_key(names::EVAL_GREEDY_SUCCESS));
+    let iters: Vec<usize> = checkpoint::list(dir.path())
+        .unwrap()
+        .into_iter()
+        .map(|(i, _)| i)
+        .collect();
+    assert!(iters.contains(&1), "{iters:?}");
+}
