@@ -47,10 +47,19 @@ pub(crate) struct GgufFile {
     arch: Architecture,
 }
 
-/// Whether `path` names a GGUF file rather than a model directory: any regular file is taken
-/// for one (opening it then checks the magic bytes).
+/// Whether `path` names a GGUF file rather than a model directory: any regular file, or a
+/// path ending in `.gguf`, is taken for one (opening it then checks the magic bytes).
 pub(crate) fn is_gguf_path(path: &Path) -> bool {
     path.is_file()
+        || path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+}
+
+/// The message of a candle error without the backtrace candle appends when
+/// `RUST_BACKTRACE` is set.
+fn candle_message(e: &candle_core::Error) -> String {
+    e.to_string().lines().next().unwrap_or_default().to_string()
 }
 
 impl GgufFile {
@@ -70,8 +79,12 @@ impl GgufFile {
         }
         let mut reader =
             BufReader::new(File::open(path).map_err(|e| ModelError::io("open", path, e))?);
-        let content = Content::read(&mut reader)
-            .map_err(|e| gguf_err(path, format!("unreadable header (truncated?): {e}")))?;
+        let content = Content::read(&mut reader).map_err(|e| {
+            gguf_err(
+                path,
+                format!("unreadable header (truncated?): {}", candle_message(&e)),
+            )
+        })?;
         let mut g = GgufFile {
             path: path.to_path_buf(),
             content,
@@ -303,7 +316,7 @@ impl GgufFile {
         let q = self
             .content
             .tensor(&mut self.reader, &name, &Device::Cpu)
-            .map_err(|e| gguf_err(&self.path, format!("tensor {name}: {e}")))?;
+            .map_err(|e| gguf_err(&self.path, format!("tensor {name}: {}", candle_message(&e))))?;
         let t = q.dequantize(&Device::Cpu)?.to_dtype(DType::F32)?;
         if self.arch != Architecture::Llama {
             return Ok(t);

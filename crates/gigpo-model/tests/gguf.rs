@@ -335,6 +335,9 @@ fn bad_files_give_errors_naming_file_and_field() {
         "{e}"
     );
 
+    let e = load_err(&tmp.path().join("absent.gguf"));
+    assert!(e.contains("absent.gguf") && e.contains("open"), "{e}");
+
     let empty = tmp.path().join("empty.gguf");
     std::fs::write(&empty, b"").unwrap();
     assert!(load_err(&empty).contains("not a GGUF file"));
@@ -343,7 +346,7 @@ fn bad_files_give_errors_naming_file_and_field() {
         let p = tmp.path().join(name);
         std::fs::write(&p, &bytes[..len]).unwrap();
         let e = load_err(&p);
-        assert!(e.contains(name), "{e}");
+        assert!(e.contains(name) && !e.contains('\n'), "{e}");
     }
 
     let cases: Vec<(Edit, &str)> = vec![
