@@ -1,11 +1,13 @@
-//! `gigpo model`: try a policy model by hand — score a response or generate one.
+//! `gigpo model`: try a policy model by hand — score a response or generate one — and convert
+//! GGUF files into Hugging Face directories.
 
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use gigpo_model::{
-    ChatMessage, DeviceChoice, FinishReason, Policy, SamplingParams, ScoreMode, TinyConfig,
+    convert_gguf, ChatMessage, DeviceChoice, FinishReason, Policy, SamplingParams, ScoreMode,
+    TinyConfig,
 };
 
 /// `gigpo model …`
@@ -21,14 +23,31 @@ enum ModelCommand {
     Score(ScoreArgs),
     /// Sample a continuation of a prompt.
     Generate(GenerateArgs),
+    /// Convert a Llama/Qwen2 GGUF file into a Hugging Face directory (f32 weights).
+    Convert(ConvertArgs),
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The GGUF file.
+    #[arg(long)]
+    model: PathBuf,
+    /// The directory to write (replaced atomically if it exists).
+    #[arg(long)]
+    out: PathBuf,
 }
 
 /// Which model to load.
 #[derive(Args)]
 struct ModelSource {
-    /// A Hugging Face Qwen2/Llama directory, or `tiny` for the built-in tiny model.
+    /// A Hugging Face Qwen2/Llama directory, a Llama/Qwen2 GGUF file, or `tiny` for the
+    /// built-in tiny model.
     #[arg(long, default_value = "tiny")]
     model: String,
+    /// A PEFT LoRA adapter directory (`adapter_config.json`, `adapter_model.safetensors`)
+    /// to apply on top of the model.
+    #[arg(long)]
+    adapter: Option<PathBuf>,
     /// Seed of the tiny model's initialisation.
     #[arg(long, default_value_t = 0)]
     tiny_seed: u64,
@@ -90,22 +109,33 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     match args.command {
         ModelCommand::Score(a) => score(a),
         ModelCommand::Generate(a) => generate(a),
+        ModelCommand::Convert(a) => convert(&a),
     }
+}
+
+fn convert(a: &ConvertArgs) -> anyhow::Result<()> {
+    convert_gguf(&a.model, &a.out)
+        .with_context(|| format!("converting {} into {}", a.model.display(), a.out.display()))?;
+    eprintln!("wrote {}", a.out.display());
+    Ok(())
 }
 
 fn load(src: &ModelSource) -> anyhow::Result<Policy> {
     let device: DeviceChoice = src.device.parse()?;
     let device = device.open()?;
-    if src.model == "tiny" {
-        return Ok(Policy::tiny(
-            &TinyConfig::default(),
-            src.tiny_seed,
-            &device,
-        )?);
+    let mut policy = if src.model == "tiny" {
+        Policy::tiny(&TinyConfig::default(), src.tiny_seed, &device)?
+    } else {
+        let path = PathBuf::from(&src.model);
+        Policy::load(&path, &device, None)
+            .with_context(|| format!("loading model from {}", path.display()))?
+    };
+    if let Some(ad) = &src.adapter {
+        policy
+            .apply_adapter(ad)
+            .with_context(|| format!("loading adapter from {}", ad.display()))?;
     }
-    let dir = PathBuf::from(&src.model);
-    Policy::load(&dir, &device, None)
-        .with_context(|| format!("loading model from {}", dir.display()))
+    Ok(policy)
 }
 
 fn prompt_ids(policy: &Policy, src: &ModelSource, prompt: &str) -> anyhow::Result<Vec<u32>> {

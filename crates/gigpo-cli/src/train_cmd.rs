@@ -21,8 +21,9 @@ pub struct Args {
     /// Base seed.
     #[arg(long)]
     seed: Option<u64>,
-    /// A Hugging Face model directory (default: the tiny built-in model).
-    #[arg(long, value_name = "DIR")]
+    /// A Hugging Face model directory or a Llama/Qwen2 GGUF file (default: the tiny built-in
+    /// model).
+    #[arg(long, value_name = "DIR|FILE.gguf")]
     model: Option<PathBuf>,
     /// A built-in environment with its defaults: sokoban or frozenlake.
     #[arg(long)]

@@ -75,6 +75,14 @@ pub enum ModelError {
         /// What is wrong with it.
         message: String,
     },
+    /// A GGUF file is not one, is truncated, or lacks or misstates a field the model needs.
+    #[error("GGUF file {}: {message}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong: the metadata field or tensor, and why.
+        message: String,
+    },
     /// A checkpoint (optimizer state, adapter) does not match the model it is loaded into.
     #[error("checkpoint {} does not match: {message}", path.display())]
     Mismatch {

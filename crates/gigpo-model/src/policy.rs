@@ -118,7 +118,13 @@ impl Policy {
     /// `tokenizer_config.json` / `chat_template.jinja` / `generation_config.json`. Weights are
     /// converted to f32. With `lora`, the base weights are frozen and a fresh adapter is
     /// trainable; without, every weight is trainable.
+    ///
+    /// `dir` may also be a llama.cpp GGUF file (Llama or Qwen2): its weights are dequantized
+    /// to f32 and its tokenizer and chat template are built from the file's metadata.
     pub fn load(dir: &Path, device: &Device, lora: Option<LoraConfig>) -> Result<Self> {
+        if crate::gguf::is_gguf_path(dir) {
+            return Self::load_gguf(dir, device, lora);
+        }
         let cfg_path = dir.join("config.json");
         if !cfg_path.is_file() {
             return Err(ModelError::MissingFile {
@@ -182,7 +188,16 @@ impl Policy {
         Ok(p)
     }
 
-    fn assemble(
+    /// Adds the adapter of a PEFT directory (`adapter_config.json`,
+    /// `adapter_model.safetensors`) to a model that has none, e.g. the tiny model; the base
+    /// weights are frozen and the adapter becomes the trainable part.
+    pub fn apply_adapter(&mut self, adapter_dir: &Path) -> Result<()> {
+        let lora = crate::save::read_adapter_config(adapter_dir)?;
+        self.add_lora(lora)?;
+        self.load_adapter_weights(adapter_dir)
+    }
+
+    pub(crate) fn assemble(
         model: Transformer,
         tokenizer: Tokenizer,
         device: &Device,

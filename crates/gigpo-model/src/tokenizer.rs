@@ -98,6 +98,18 @@ impl Tokenizer {
         Self::new(inner, config, &extra_eos)
     }
 
+    /// Builds a tokenizer from a `tokenizer.json` document and a `tokenizer_config.json`
+    /// object (as [`Tokenizer::from_dir`] reads them), plus extra end-of-sequence ids.
+    pub(crate) fn from_json_parts(
+        tokenizer_json: &serde_json::Value,
+        config: serde_json::Value,
+        extra_eos: &[u32],
+    ) -> Result<Self> {
+        let inner = tokenizers::Tokenizer::from_bytes(tokenizer_json.to_string().as_bytes())
+            .map_err(|e| ModelError::Tokenizer(e.to_string()))?;
+        Self::new(inner, config, extra_eos)
+    }
+
     fn new(
         inner: tokenizers::Tokenizer,
         config: serde_json::Value,
