@@ -26,6 +26,8 @@ levels = 2
 [checkpoint]
 every = 2
 keep = 3
+[sft]
+levels = 0
 "#;
 
 fn gigpo() -> Command {

@@ -35,7 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::prompt::{HistoryAction, PromptStyle};
-use crate::sft::SftConfig;
+use crate::sft::{SftConfig, SCRATCH_SFT_LEVELS};
 
 /// The whole training configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -43,7 +43,8 @@ use crate::sft::SftConfig;
 pub struct TrainConfig {
     /// Base seed of everything random: model initialisation, level seeds, sampling. Default 0.
     pub seed: u64,
-    /// Training iterations (rollout → advantages → update). Default 24.
+    /// Training iterations (rollout → advantages → update); 0 with a warm start stops after
+    /// it. Default 60.
     pub iterations: usize,
     /// Where metrics, TensorBoard events, checkpoints and plots go. Default `runs/gigpo`.
     pub run_dir: PathBuf,
@@ -70,7 +71,8 @@ pub struct TrainConfig {
     pub update: UpdateConfig,
     /// How steps become training sequences (SPEC §2). Default `step`.
     pub sample_layout: SampleLayout,
-    /// Warm start on solver demonstrations before RL. Default off.
+    /// Warm start on solver demonstrations before RL. Default by profile: on for the tiny model
+    /// on the built-in Sokoban, off otherwise.
     pub sft: SftConfig,
     /// Evaluation on held-out levels.
     pub eval: EvalConfig,
@@ -82,7 +84,7 @@ impl Default for TrainConfig {
     fn default() -> Self {
         Self {
             seed: 0,
-            iterations: 24,
+            iterations: 60,
             run_dir: PathBuf::from("runs/gigpo"),
             env_step_budget: None,
             use_gym_env: true,
@@ -103,6 +105,9 @@ impl Default for TrainConfig {
         }
     }
 }
+
+/// RL learning rate of the `scratch` profile after a warm start.
+const SCRATCH_LR_AFTER_SFT: f64 = 3e-4;
 
 /// Which model is trained and on what device.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,7 +161,8 @@ impl Default for ModelSection {
 /// | `rollout.history_length` | 0 | 2 |
 /// | `rollout.instructions` | false | true |
 /// | `loss.beta` | 0 (no meaningful reference) | 0.01 |
-/// | `optim.lr` | 3e-3 | 1e-4 with LoRA, 1e-6 full |
+/// | `optim.lr` | 3e-4 after the warm start (3e-3 without) | 1e-4 with LoRA, 1e-6 full |
+/// | `sft.levels` | 12000 on the built-in Sokoban, else 0 | 0 |
 /// | `update.micro_batch_size` | 64 | 4 |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -182,7 +188,7 @@ pub enum Finetune {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RolloutConfig {
-    /// Episode groups per iteration; each group's members start from one level. Default 4.
+    /// Episode groups per iteration; each group's members start from one level. Default 8.
     pub groups: usize,
     /// Trajectories per group (the group size N, `--num_generations`). Default 8.
     pub num_generations: usize,
@@ -217,7 +223,7 @@ pub struct RolloutConfig {
 impl Default for RolloutConfig {
     fn default() -> Self {
         Self {
-            groups: 4,
+            groups: 8,
             num_generations: 8,
             max_steps: 15,
             history_length: None,
@@ -302,8 +308,9 @@ impl Default for LossConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OptimConfig {
-    /// Learning rate. Default by profile: 3e-3 from scratch; 1e-4 for a pretrained model with
-    /// LoRA, 1e-6 with full fine-tuning.
+    /// Learning rate of the RL updates. Default by profile: from scratch 3e-3, or 3e-4 after a
+    /// warm start (`sft.levels` > 0; a larger step undoes what the warm start taught); 1e-4 for
+    /// a pretrained model with LoRA, 1e-6 with full fine-tuning.
     pub lr: Option<f64>,
     /// Decoupled weight decay. Default 0.0.
     pub weight_decay: f64,
@@ -392,7 +399,7 @@ pub enum SampleLayout {
 #[serde(default, deny_unknown_fields)]
 pub struct EvalConfig {
     /// Evaluate before the first update and every this many iterations (and after the last);
-    /// 0 = never. Default 8.
+    /// 0 = never. Default 20.
     pub every: usize,
     /// Held-out levels: the first this many evaluation seeds; training never resets to one of
     /// their levels (compared by content). Every evaluation plays each once. Default 256.
@@ -412,7 +419,7 @@ pub struct EvalConfig {
 impl Default for EvalConfig {
     fn default() -> Self {
         Self {
-            every: 8,
+            every: 20,
             levels: 256,
             temperature: 1.0,
             top_p: 1.0,
@@ -428,7 +435,7 @@ impl Default for EvalConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct CheckpointConfig {
     /// Write one every this many iterations (and always after the last); 0 = only at the end.
-    /// Default 8.
+    /// Default 20.
     pub every: usize,
     /// Keep the last this many. Default 2.
     pub keep: usize,
@@ -436,7 +443,7 @@ pub struct CheckpointConfig {
 
 impl Default for CheckpointConfig {
     fn default() -> Self {
-        Self { every: 8, keep: 2 }
+        Self { every: 20, keep: 2 }
     }
 }
 
@@ -585,10 +592,23 @@ impl TrainConfig {
         self.optim
             .lr
             .unwrap_or(match (self.profile(), self.finetune()) {
+                (Profile::Scratch, _) if self.sft_levels() > 0 => SCRATCH_LR_AFTER_SFT,
                 (Profile::Scratch, _) => 3e-3,
                 (Profile::Pretrained, Finetune::Lora) => 1e-4,
                 (Profile::Pretrained, Finetune::Full) => 1e-6,
             })
+    }
+
+    /// `sft.levels` resolved: the tiny model trained from scratch on the built-in Sokoban starts
+    /// from a warm start on the solver's demonstrations; other setups start RL directly.
+    pub fn sft_levels(&self) -> usize {
+        self.sft.levels.unwrap_or(
+            if !self.pretrained() && matches!(self.env, EnvSpec::Sokoban(_)) {
+                SCRATCH_SFT_LEVELS
+            } else {
+                0
+            },
+        )
     }
 
     /// `update.micro_batch_size` resolved.
@@ -628,6 +648,7 @@ impl TrainConfig {
         c.rollout.instructions = Some(self.instructions());
         c.loss.beta = Some(self.beta());
         c.optim.lr = Some(self.lr());
+        c.sft.levels = Some(self.sft_levels());
         c.update.micro_batch_size = Some(self.micro_batch_size());
         c.update.old_logprobs = Some(self.old_logprobs());
         c.update.recompute_activations = Some(self.recompute_activations());
@@ -644,8 +665,13 @@ impl TrainConfig {
 
     /// Checks ranges and combinations, naming the field that is wrong.
     pub fn validate(&self) -> Result<()> {
+        if self.iterations == 0 && self.sft_levels() == 0 {
+            return Err(TrainError::config(
+                "iterations",
+                "must be at least 1 (0 is allowed only with a warm start: sft.levels > 0)",
+            ));
+        }
         let positive = [
-            ("iterations", self.iterations),
             ("rollout.groups", self.rollout.groups),
             ("rollout.num_generations", self.rollout.num_generations),
             ("rollout.max_steps", self.rollout.max_steps),
@@ -725,7 +751,7 @@ impl TrainConfig {
                 "`full` with [model.lora] settings: choose one",
             ));
         }
-        self.sft.validate()?;
+        self.sft.validate(self.sft_levels())?;
         for (field, v) in [("optim.beta1", o.beta1), ("optim.beta2", o.beta2)] {
             if !(0.0..1.0).contains(&v) {
                 return Err(TrainError::config(field, format!("{v} must be in [0, 1)")));
@@ -869,6 +895,19 @@ mod tests {
         assert_eq!(tiny.model.finetune, Some(Finetune::Full));
         assert_eq!(tiny.loss.beta, Some(0.0));
         assert_eq!(tiny.rollout.max_new_tokens, Some(1));
+        // The default run warm-starts on solver demonstrations, then RL at a smaller step.
+        assert_eq!(tiny.sft.levels, Some(SCRATCH_SFT_LEVELS));
+        assert_eq!(tiny.optim.lr, Some(SCRATCH_LR_AFTER_SFT));
+        let mut rl_only = TrainConfig::default();
+        rl_only.set("sft.levels", "0").unwrap();
+        assert_eq!(rl_only.lr(), 3e-3);
+        let mut lake = TrainConfig::default();
+        lake.set_env("frozenlake").unwrap();
+        assert_eq!(
+            lake.sft_levels(),
+            0,
+            "only the built-in Sokoban has a solver"
+        );
         // The tiny model's head width is one inference servers' CPU kernels accept.
         let t = &tiny.model.tiny;
         assert!([32, 64].contains(&(t.hidden_size / t.num_heads)));

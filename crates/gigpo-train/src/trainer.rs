@@ -276,7 +276,7 @@ impl Trainer {
         let mut rec = Record::new();
         rec.insert(names::ITERATION.into(), 0.0);
         rec.insert(names::ENV_STEPS.into(), 0.0);
-        if self.cfg.sft.levels > 0 {
+        if self.cfg.sft_levels() > 0 {
             let demos = demonstrations(
                 &self.cfg,
                 self.policy.tokenizer(),
@@ -302,7 +302,7 @@ impl Trainer {
         if rec.len() > 2 {
             self.log.write(&rec)?;
         }
-        if self.cfg.sft.levels > 0 {
+        if self.cfg.sft_levels() > 0 {
             self.save_checkpoint()?;
         }
         self.started = true;

@@ -13,6 +13,7 @@ fn small(run_dir: &Path) -> TrainConfig {
     let mut cfg = TrainConfig::default();
     let sets = [
         ("iterations", "2"),
+        ("sft.levels", "0"),
         ("model.tiny.hidden_size", "16"),
         ("model.tiny.num_layers", "1"),
         ("model.tiny.num_heads", "2"),
