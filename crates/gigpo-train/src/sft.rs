@@ -50,7 +50,7 @@ pub struct SftConfig {
     /// Demonstrations per optimizer step. Default 64.
     pub batch_size: usize,
     /// Learning rate of the warm start (AdamW, the run's other optimizer settings). Default 1e-3
-    /// (3e-3 can leave the tiny model on its plateau of uniform moves for a whole epoch).
+    /// (at 3e-3 the tiny model can stay longer on its plateau of uniform moves).
     pub lr: f64,
 }
 
