@@ -17,12 +17,13 @@ use std::time::Instant;
 use candle_core::DType;
 use gigpo_env::action::{ActionFormat, Direction};
 use gigpo_env::levels::HeldOut;
+use gigpo_env::seed::mix_seed;
 use gigpo_env::sokoban::{solve, Sokoban};
 use gigpo_env::spec::EnvSpec;
 use gigpo_env::Environment;
 use gigpo_model::{AdamW, AdamWConfig, Policy, ScoreMode, Tokenizer};
 use rand::seq::SliceRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -33,9 +34,13 @@ use crate::rollout::{next_prompt, PastTurn};
 /// Training level indices of the demonstrations start here, far from those of RL iterations.
 const SFT_LEVEL_OFFSET: u64 = 1 << 40;
 /// Levels of the warm start of the `scratch` profile on the built-in Sokoban.
-pub const SCRATCH_SFT_LEVELS: usize = 12_000;
+pub const SCRATCH_SFT_LEVELS: usize = 16_000;
 /// Stream of the demonstration shuffle.
 const SFT_SHUFFLE_STREAM: u64 = 0x7366_7473_6866; // "sftshf"
+/// Stream of the random moves of noisy demonstrations.
+const SFT_NOISE_STREAM: u64 = 0x7366_746e_6f69; // "sftnoi"
+/// Points of the warm start's loss curve (at most).
+pub const SFT_CURVE_POINTS: usize = 100;
 
 /// The warm start (`[sft]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -45,22 +50,55 @@ pub struct SftConfig {
     /// [`SCRATCH_SFT_LEVELS`] for the tiny model trained from scratch on the built-in Sokoban
     /// (the default run), 0 otherwise (`TrainConfig::sft_levels`).
     pub levels: Option<usize>,
-    /// Passes over the demonstrations. Default 2.
+    /// Passes over the demonstrations. Default 1.
     pub epochs: usize,
     /// Demonstrations per optimizer step. Default 64.
     pub batch_size: usize,
-    /// Learning rate of the warm start (AdamW, the run's other optimizer settings). Default 1e-3
-    /// (at 3e-3 the tiny model can stay longer on its plateau of uniform moves).
+    /// Peak learning rate of the warm start (AdamW, the run's other optimizer settings). Default
+    /// 1e-3 (at 3e-3 the tiny model can stay longer on its plateau of uniform moves).
     pub lr: f64,
+    /// How the learning rate changes over the warm start's steps. Default `cosine`.
+    pub schedule: LrSchedule,
+    /// Probability that a demonstrated step plays a random move instead of the solver's, so
+    /// that states off the shortest solution are demonstrated too (each is still labelled with
+    /// the solver's move from it). Default 0.
+    pub noise: f64,
+}
+
+/// Learning-rate schedule of the warm start (`sft.schedule`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LrSchedule {
+    /// `sft.lr` throughout.
+    Constant,
+    /// From `sft.lr` down to 0 along half a cosine over all steps:
+    /// lr_k = lr · (1 + cos(π k / K)) / 2 for step k of K.
+    #[default]
+    Cosine,
+}
+
+impl LrSchedule {
+    /// The learning rate of step `k` (0-based) of `total`, peak `lr`.
+    pub fn lr(self, lr: f64, k: usize, total: usize) -> f64 {
+        match self {
+            LrSchedule::Constant => lr,
+            LrSchedule::Cosine => {
+                let x = k as f64 / total.max(1) as f64;
+                lr * 0.5 * (1.0 + (std::f64::consts::PI * x).cos())
+            }
+        }
+    }
 }
 
 impl Default for SftConfig {
     fn default() -> Self {
         Self {
             levels: None,
-            epochs: 2,
+            epochs: 1,
             batch_size: 64,
             lr: 1e-3,
+            schedule: LrSchedule::Cosine,
+            noise: 0.0,
         }
     }
 }
@@ -72,6 +110,12 @@ impl SftConfig {
             return Err(TrainError::config(
                 "sft.epochs / sft.batch_size",
                 "must be at least 1 when sft.levels is set",
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.noise) {
+            return Err(TrainError::config(
+                "sft.noise",
+                format!("{} must be in [0, 1]", self.noise),
             ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
@@ -93,8 +137,20 @@ pub struct Demonstration {
     pub answer: Vec<u32>,
 }
 
+/// One point of the warm start's loss curve: the mean loss of the optimizer steps up to `step`
+/// since the previous point.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SftPoint {
+    /// Optimizer steps done (over all epochs).
+    pub step: usize,
+    /// Demonstrations seen (over all epochs).
+    pub demonstrations: usize,
+    /// Mean loss since the previous point.
+    pub loss: f64,
+}
+
 /// What a warm start did.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct SftStats {
     /// Demonstrated steps.
     pub demonstrations: usize,
@@ -105,6 +161,8 @@ pub struct SftStats {
     pub last_loss: f64,
     /// Wall-clock seconds, demonstrations included.
     pub seconds: f64,
+    /// The loss at up to [`SFT_CURVE_POINTS`] evenly spaced optimizer steps.
+    pub curve: Vec<SftPoint>,
 }
 
 /// The demonstrations of `cfg.sft.levels` training levels (held-out levels excluded).
@@ -119,67 +177,90 @@ pub fn demonstrations(
             "solver demonstrations need the built-in Sokoban environment",
         ));
     };
-    let solver_env = Sokoban::new(sokoban.clone())?;
-    let mut env = cfg.env.build()?;
+    let mut env = Sokoban::new(sokoban.clone())?;
     let instructions = cfg.instructions().then(|| env.instructions());
     let mut out = Vec::new();
     for i in 0..cfg.sft_levels() as u64 {
-        let seed = held_out.train_seed(env.as_mut(), SFT_LEVEL_OFFSET + i)?;
-        let room = solver_env.initial_room(seed)?;
-        let path = solve(&room)
-            .map_err(|e| TrainError::config("sft.levels", format!("level seed {seed}: {e}")))?
-            .unwrap_or_default();
-        let steps = path.len().min(cfg.rollout.max_steps);
-        demonstrate(
+        let seed = held_out.train_seed(&mut env, SFT_LEVEL_OFFSET + i)?;
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(cfg.seed ^ SFT_NOISE_STREAM, i));
+        let episode = Episode {
             cfg,
             tok,
-            env.as_mut(),
-            instructions.as_deref(),
+            instructions: instructions.as_deref(),
             seed,
-            &path[..steps],
-            &mut out,
-        )?;
+        };
+        episode.demonstrate(&mut env, &mut rng, &mut out)?;
     }
     Ok(out)
 }
 
-/// Plays `path` from the level of `seed`, recording each state's prompt and move.
-fn demonstrate(
-    cfg: &TrainConfig,
-    tok: &Tokenizer,
-    env: &mut dyn Environment,
-    instructions: Option<&str>,
+/// One demonstrated episode: its level and how its prompts are built.
+struct Episode<'a> {
+    cfg: &'a TrainConfig,
+    tok: &'a Tokenizer,
+    instructions: Option<&'a str>,
     seed: u64,
-    path: &[Direction],
-    out: &mut Vec<Demonstration>,
-) -> Result<()> {
-    let mut obs = env.reset(seed)?;
-    // (user message, answer ids, observation, move) of the turns so far.
-    let mut past: Vec<(String, Vec<u32>, String, &str)> = Vec::new();
-    for &dir in path {
-        let turns: Vec<PastTurn<'_>> = past
-            .iter()
-            .map(|(u, r, o, a)| PastTurn {
-                user: u,
-                response: r,
-                observation: o,
-                action_text: a,
-            })
-            .collect();
-        let (user, prompt) = next_prompt(tok, &cfg.prompt_style(), instructions, &turns, &obs)?;
-        let answer = answer_tokens(cfg, tok, dir)?;
-        out.push(Demonstration {
-            prompt,
-            answer: answer.clone(),
-        });
-        let step = env.step(&format!("<action>{dir}</action>"))?;
-        past.push((user, answer, std::mem::take(&mut obs.text), dir.as_str()));
-        if step.done() {
-            break;
+}
+
+impl Episode<'_> {
+    /// Plays the level of `self.seed`, recording each state's prompt with the solver's move.
+    /// With probability `sft.noise` a step plays a uniformly random move instead, so the
+    /// demonstrations also show how to continue from states off the shortest solution; the
+    /// episode ends at the step limit, when the level is solved, or when no solution is left.
+    fn demonstrate(
+        &self,
+        env: &mut Sokoban,
+        rng: &mut ChaCha8Rng,
+        out: &mut Vec<Demonstration>,
+    ) -> Result<()> {
+        let cfg = self.cfg;
+        let mut obs = env.reset(self.seed)?;
+        // (user message, answer ids, observation, move) of the turns so far.
+        let mut past: Vec<(String, Vec<u32>, String, Direction)> = Vec::new();
+        for _ in 0..cfg.rollout.max_steps {
+            let Some(best) = self.solver_move(env)? else {
+                break;
+            };
+            let turns: Vec<PastTurn<'_>> = past
+                .iter()
+                .map(|(u, r, o, a)| PastTurn {
+                    user: u,
+                    response: r,
+                    observation: o,
+                    action_text: a.as_str(),
+                })
+                .collect();
+            let style = cfg.prompt_style();
+            let (user, prompt) = next_prompt(self.tok, &style, self.instructions, &turns, &obs)?;
+            let answer = answer_tokens(cfg, self.tok, best)?;
+            out.push(Demonstration { prompt, answer });
+            let played = if rng.random::<f64>() < cfg.sft.noise {
+                Direction::ALL[rng.random_range(0..Direction::ALL.len())]
+            } else {
+                best
+            };
+            let step = env.step(&format!("<action>{played}</action>"))?;
+            let played_answer = answer_tokens(cfg, self.tok, played)?;
+            past.push((user, played_answer, std::mem::take(&mut obs.text), played));
+            if step.done() {
+                break;
+            }
+            obs = step.observation;
         }
-        obs = step.observation;
+        Ok(())
     }
-    Ok(())
+
+    /// The first move of a shortest solution from the current room; `None` when the room is
+    /// solved or can no longer be solved.
+    fn solver_move(&self, env: &Sokoban) -> Result<Option<Direction>> {
+        let room = env
+            .room()
+            .ok_or_else(|| TrainError::config("sft.levels", "the environment has no room"))?;
+        let path = solve(room).map_err(|e| {
+            TrainError::config("sft.levels", format!("level seed {}: {e}", self.seed))
+        })?;
+        Ok(path.and_then(|p| p.first().copied()))
+    }
 }
 
 /// The answer to train on: the bare word where the environment accepts it, else the tagged
@@ -245,13 +326,28 @@ pub fn fine_tune(
         demonstrations: demos.len(),
         ..SftStats::default()
     };
+    let curve_every = (per_epoch * sft.epochs).div_ceil(SFT_CURVE_POINTS).max(1);
+    let mut window = (0.0, 0usize);
     for epoch in 0..sft.epochs {
         order.shuffle(&mut rng);
         let mut total = 0.0;
         let mut batches = 0usize;
         for batch in order.chunks(sft.batch_size) {
-            total += sft_step(policy, &mut opt, demos, batch, cfg.micro_batch_size())?;
+            let k = stats.steps + batches;
+            opt.set_lr(sft.schedule.lr(sft.lr, k, per_epoch * sft.epochs));
+            let loss = sft_step(policy, &mut opt, demos, batch, cfg.micro_batch_size())?;
+            total += loss;
             batches += 1;
+            window = (window.0 + loss, window.1 + 1);
+            if window.1 == curve_every {
+                stats.curve.push(SftPoint {
+                    step: stats.steps + batches,
+                    demonstrations: (epoch * demos.len() + batches * sft.batch_size)
+                        .min((epoch + 1) * demos.len()),
+                    loss: window.0 / window.1 as f64,
+                });
+                window = (0.0, 0);
+            }
             if let Some(b) = &bar {
                 b.inc(1);
                 b.set_message(format!("loss {:.3}", total / batches as f64));
@@ -269,6 +365,21 @@ pub fn fine_tune(
     }
     stats.seconds = start.elapsed().as_secs_f64();
     Ok(stats)
+}
+
+/// File of the warm start's loss curve in the run directory, one JSON [`SftPoint`] per line.
+pub const SFT_CURVE_FILE: &str = "warm_start.jsonl";
+
+/// Writes the warm start's loss curve to [`SFT_CURVE_FILE`] in `run_dir`.
+pub fn write_curve(run_dir: &std::path::Path, curve: &[SftPoint]) -> Result<()> {
+    let path = run_dir.join(SFT_CURVE_FILE);
+    let mut text = String::new();
+    for p in curve {
+        let line = serde_json::to_string(p).map_err(|e| TrainError::io(&path, e))?;
+        text.push_str(&line);
+        text.push('\n');
+    }
+    crate::fsutil::write_atomic(&path, text.as_bytes())
 }
 
 /// One optimizer step on the demonstrations `batch`: mean negative log-likelihood of the
@@ -302,4 +413,79 @@ fn sft_step(
         opt.step(&g)?;
     }
     Ok(loss_sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gigpo_env::sokoban::solution_length;
+
+    #[test]
+    fn cosine_schedule_falls_from_the_peak_to_zero() {
+        let c = LrSchedule::Cosine;
+        assert_eq!(c.lr(1e-3, 0, 100), 1e-3);
+        assert!((c.lr(1e-3, 50, 100) - 5e-4).abs() < 1e-12);
+        assert!(c.lr(1e-3, 99, 100) < 1e-6);
+        assert!(c.lr(1e-3, 30, 100) > c.lr(1e-3, 31, 100));
+        assert_eq!(LrSchedule::Constant.lr(1e-3, 99, 100), 1e-3);
+    }
+
+    fn held_out(cfg: &TrainConfig) -> HeldOut {
+        HeldOut::new(&cfg.env, gigpo_env::seed::SeedSplit::new(cfg.seed), 8).unwrap()
+    }
+
+    fn demos(noise: &str) -> (TrainConfig, Vec<Demonstration>) {
+        let mut cfg = TrainConfig::default();
+        cfg.set("sft.levels", "30").unwrap();
+        cfg.set("sft.noise", noise).unwrap();
+        let tok = Tokenizer::tiny().unwrap();
+        let held_out = held_out(&cfg);
+        let d = demonstrations(&cfg, &tok, &held_out).unwrap();
+        (cfg, d)
+    }
+
+    #[test]
+    fn without_noise_every_state_of_a_shortest_solution_is_demonstrated() {
+        let (cfg, d) = demos("0");
+        let EnvSpec::Sokoban(c) = &cfg.env else {
+            unreachable!()
+        };
+        let env = Sokoban::new(c.clone()).unwrap();
+        let held_out = held_out(&cfg);
+        let mut probe = Sokoban::new(c.clone()).unwrap();
+        let mut expected = 0;
+        for i in 0..30 {
+            let seed = held_out
+                .train_seed(&mut probe, SFT_LEVEL_OFFSET + i)
+                .unwrap();
+            let n = solution_length(&env.initial_room(seed).unwrap())
+                .unwrap()
+                .unwrap();
+            expected += n.min(cfg.rollout.max_steps);
+        }
+        assert_eq!(d.len(), expected);
+    }
+
+    #[test]
+    fn noisy_demonstrations_are_seeded_and_visit_more_states() {
+        let (_, a) = demos("0.3");
+        let (_, b) = demos("0.3");
+        let (_, clean) = demos("0");
+        assert_eq!(a, b);
+        assert!(a.len() > clean.len(), "{} vs {}", a.len(), clean.len());
+        let prompts: std::collections::HashSet<&Vec<u32>> = a.iter().map(|d| &d.prompt).collect();
+        let clean_prompts: std::collections::HashSet<&Vec<u32>> =
+            clean.iter().map(|d| &d.prompt).collect();
+        assert!(prompts.difference(&clean_prompts).count() > 0);
+    }
+
+    #[test]
+    fn noise_outside_zero_to_one_is_refused() {
+        let cfg = SftConfig {
+            noise: 1.5,
+            ..SftConfig::default()
+        };
+        let e = cfg.validate(10).unwrap_err().to_string();
+        assert!(e.contains("sft.noise"), "{e}");
+    }
 }

@@ -24,7 +24,7 @@ use crate::layout::{assign_advantages, build_samples, Sample};
 use crate::loss::{policy_loss, LossInputs};
 use crate::metrics::{names, MetricsLog, Record};
 use crate::rollout::{collect, RolloutPlan};
-use crate::sft::{demonstrations, fine_tune};
+use crate::sft::{demonstrations, fine_tune, write_curve};
 
 /// Stream constants mixed into the base seed for each kind of randomness.
 pub const SAMPLE_STREAM: u64 = 0x7361_6d70_6c65; // "sample"
@@ -287,6 +287,7 @@ impl Trainer {
             rec.insert(names::SFT_FIRST_LOSS.into(), s.first_loss);
             rec.insert(names::SFT_LAST_LOSS.into(), s.last_loss);
             rec.insert(names::TIME_SFT.into(), s.seconds);
+            write_curve(&self.run_dir, &s.curve)?;
             // The reference of full fine-tuning is the warm-started policy.
             self.reference = reference_policy(&self.cfg, &self.policy)?;
         }
