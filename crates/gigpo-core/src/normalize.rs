@@ -106,7 +106,13 @@ pub fn group_stats(keys: &[u32], values: &[f64], num_groups: usize) -> GroupStat
     let scaled_std = sq
         .iter()
         .zip(&count)
-        .map(|(s, &n)| if n > 1 { (s / (n - 1) as f64).sqrt() } else { 0.0 })
+        .map(|(s, &n)| {
+            if n > 1 {
+                (s / (n - 1) as f64).sqrt()
+            } else {
+                0.0
+            }
+        })
         .collect();
     GroupStats {
         count,
