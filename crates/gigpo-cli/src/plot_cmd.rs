@@ -23,7 +23,9 @@ pub fn run(args: Args) -> Result<()> {
             [one] => one.join("curves.png"),
             _ => PathBuf::from("curves.png"),
         });
-    gigpo_train::plot::plot_runs(&args.runs, &out)?;
+    for warning in gigpo_train::plot::plot_runs(&args.runs, &out)? {
+        eprintln!("warning: {warning}");
+    }
     println!("{}", out.display());
     Ok(())
 }

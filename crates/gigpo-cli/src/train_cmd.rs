@@ -31,9 +31,14 @@ pub struct Args {
     /// The run directory (metrics, checkpoints, plots).
     #[arg(long = "run-dir", value_name = "DIR")]
     run_dir: Option<PathBuf>,
-    /// Continue the run in RUN_DIR from its newest checkpoint (only --iterations may change).
+    /// Continue the run in RUN_DIR from its newest checkpoint (only --iterations may change);
+    /// a run stopped before its first checkpoint starts again with its saved configuration.
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
+    /// Start a fresh run even if the run directory holds an earlier one, removing that run's
+    /// files (config.toml, metrics.jsonl, checkpoints/, tensorboard/, curves.png) first.
+    #[arg(long, conflicts_with = "resume")]
+    force: bool,
     /// Advantage estimator: gigpo, grpo or rloo (= --set algorithm.estimator=...).
     #[arg(long = "advantage_estimator", value_name = "NAME")]
     advantage_estimator: Option<String>,
@@ -131,7 +136,11 @@ pub fn run(args: Args) -> Result<()> {
             print!("{}", cfg.resolved().to_toml()?);
             return Ok(());
         }
-        Trainer::new(cfg)?
+        if args.force {
+            Trainer::new_overwriting(cfg)?
+        } else {
+            Trainer::new(cfg)?
+        }
     };
     let run_dir = trainer.config().run_dir.clone();
     trainer = trainer.with_progress(!args.quiet);

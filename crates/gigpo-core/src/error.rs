@@ -11,6 +11,23 @@ pub enum AdvantageError {
         step: usize,
         value: f64,
     },
+    /// A trajectory whose finite rewards sum past the range of `f64`.
+    #[error("group {group:?}, trajectory {trajectory:?}: the sum of its rewards is {value} (overflows f64); rewards must be smaller in magnitude")]
+    ScoreOverflow {
+        group: String,
+        trajectory: String,
+        value: f64,
+    },
+    /// A result that is not finite although every input is (it exceeds the range of `f64`,
+    /// e.g. a return summing huge rewards or a division by a tiny `fixed_norm`).
+    #[error("group {group:?}, trajectory {trajectory:?}, step {step}: {quantity} is {value}, not a finite number (the result exceeds the range of f64; use smaller rewards or a larger fixed_norm)")]
+    NonFiniteResult {
+        group: String,
+        trajectory: String,
+        step: usize,
+        quantity: &'static str,
+        value: f64,
+    },
     /// A group declared with no trajectory in it.
     #[error("group {group:?} has no trajectories")]
     EmptyGroup { group: String },

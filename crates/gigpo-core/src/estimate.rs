@@ -49,6 +49,7 @@ pub fn compute(batch: &Batch, cfg: &AdvantageConfig) -> Result<Advantages, Advan
     cfg.validate()?;
     validate_batch(batch)?;
     let (returns, scores) = returns_and_scores(batch, cfg);
+    check_scores(batch, &scores)?;
     let episode = episode_advantages(batch, cfg, &scores);
     let (step_group, num_step_groups) = step_groups(batch, cfg.anchor_similarity);
     let keys: Vec<u32> = step_group.iter().map(|g| g.0).collect();
@@ -59,7 +60,7 @@ pub fn compute(batch: &Batch, cfg: &AdvantageConfig) -> Result<Advantages, Advan
         let rule = norm_rule(cfg, Singleton::Zero);
         normalize(&keys, &returns, &step_stats, rule, &mut step);
     }
-    let steps = (0..batch.num_steps())
+    let steps: Vec<StepAdvantage> = (0..batch.num_steps())
         .map(|i| StepAdvantage {
             advantage: combine(cfg, episode[i], step[i]),
             episode_advantage: episode[i],
@@ -67,6 +68,7 @@ pub fn compute(batch: &Batch, cfg: &AdvantageConfig) -> Result<Advantages, Advan
             ret: returns[i],
         })
         .collect();
+    check_results(batch, &steps)?;
     let diagnostics = diagnostics(batch, &step_stats, &scores);
     Ok(Advantages {
         steps,
@@ -101,6 +103,44 @@ fn validate_batch(batch: &Batch) -> Result<(), AdvantageError> {
             step,
             value,
         });
+    }
+    Ok(())
+}
+
+/// A trajectory's score R(τ) = Σ_t r'_t overflows when its finite rewards sum past `f64::MAX`.
+fn check_scores(batch: &Batch, scores: &[f64]) -> Result<(), AdvantageError> {
+    match scores.iter().position(|s| !s.is_finite()) {
+        None => Ok(()),
+        Some(t) => {
+            let traj = &batch.trajectories()[t];
+            Err(AdvantageError::ScoreOverflow {
+                group: batch.groups()[traj.group.index()].name.clone(),
+                trajectory: traj.name.clone(),
+                value: scores[t],
+            })
+        }
+    }
+}
+
+/// Every output must be finite: an infinite or NaN result names its step and quantity.
+fn check_results(batch: &Batch, steps: &[StepAdvantage]) -> Result<(), AdvantageError> {
+    for (i, s) in steps.iter().enumerate() {
+        let parts = [
+            ("return", s.ret),
+            ("episode_advantage", s.episode_advantage),
+            ("step_advantage", s.step_advantage),
+            ("advantage", s.advantage),
+        ];
+        if let Some(&(quantity, value)) = parts.iter().find(|(_, v)| !v.is_finite()) {
+            let (group, trajectory, step) = batch.locate(i);
+            return Err(AdvantageError::NonFiniteResult {
+                group,
+                trajectory,
+                step,
+                quantity,
+                value,
+            });
+        }
     }
     Ok(())
 }
@@ -179,11 +219,13 @@ fn episode_advantages(batch: &Batch, cfg: &AdvantageConfig, scores: &[f64]) -> V
 }
 
 /// SPEC §1.8: A_i = R_i − (1/(N−1)) Σ_{j≠i} R_j; 0 for a group of one or of equal returns.
+/// The sums run over the returns divided by the group's scale (see [`GroupStats`]), so they
+/// cannot overflow.
 fn rloo(groups: &[u32], scores: &[f64], num_groups: usize) -> Vec<f64> {
     let stats = group_stats(groups, scores, num_groups);
     let mut sum = vec![0.0; num_groups];
     for (&g, &s) in groups.iter().zip(scores) {
-        sum[g as usize] += s;
+        sum[g as usize] += s / stats.scale[g as usize];
     }
     groups
         .iter()
@@ -193,7 +235,8 @@ fn rloo(groups: &[u32], scores: &[f64], num_groups: usize) -> Vec<f64> {
             if n < 2.0 || stats.all_equal[g] {
                 0.0
             } else {
-                s - (sum[g] - s) / (n - 1.0)
+                let (p, s) = (stats.scale[g], s / stats.scale[g]);
+                (s - (sum[g] - s) / (n - 1.0)) * p
             }
         })
         .collect()

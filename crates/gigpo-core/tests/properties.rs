@@ -237,6 +237,12 @@ fn config() -> impl Strategy<Value = AdvantageConfig> {
         )
 }
 
+fn all_finite(s: &StepAdvantage) -> bool {
+    [s.ret, s.episode_advantage, s.step_advantage, s.advantage]
+        .iter()
+        .all(|v| v.is_finite())
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
 }
@@ -336,6 +342,39 @@ proptest! {
         b.push_trajectory("g", "a", rewards.iter().map(|&r| StepInput::new("s", r))).unwrap();
         b.push_trajectory("g", "b", [StepInput::new("s", 1.0)]).unwrap();
         let finite = rewards.iter().all(|r| r.is_finite());
-        prop_assert_eq!(compute(&b.build(), &AdvantageConfig::default()).is_ok(), finite);
+        match compute(&b.build(), &AdvantageConfig::default()) {
+            Ok(adv) => {
+                prop_assert!(finite);
+                prop_assert!(adv.steps.iter().all(all_finite));
+            }
+            Err(AdvantageError::NonFiniteReward { .. }) => prop_assert!(!finite),
+            Err(AdvantageError::ScoreOverflow { .. } | AdvantageError::NonFiniteResult { .. }) => {
+                prop_assert!(finite)
+            }
+            Err(other) => prop_assert!(false, "unexpected error {}", other),
+        }
+    }
+
+    /// One step per trajectory cannot overflow a return, so any finite rewards give finite
+    /// advantages under every estimator with `norm = std` (RLOO is not normalised: its
+    /// `R_i − mean_{j≠i} R_j` stays finite for rewards up to a quarter of `f64::MAX`).
+    #[test]
+    fn finite_single_step_rewards_give_finite_advantages(
+        rewards in prop::collection::vec(prop_oneof![
+            Just(f64::MAX), Just(-f64::MAX), Just(1e308), Just(-1e308), Just(0.0),
+            Just(f64::MIN_POSITIVE), Just(5e-324), -f64::MAX..f64::MAX, -10.0..10.0f64,
+        ], 1..8),
+        estimator in prop_oneof![Just(Estimator::Gigpo), Just(Estimator::Grpo), Just(Estimator::Rloo)],
+        convention in prop_oneof![Just(Convention::Paper), Just(Convention::VerlAgent)],
+    ) {
+        let shrink = if estimator == Estimator::Rloo { 0.25 } else { 1.0 };
+        let mut b = BatchBuilder::new();
+        for (i, &r) in rewards.iter().enumerate() {
+            b.push_trajectory("g", &format!("t{i}"), [StepInput::new("s", r * shrink)]).unwrap();
+        }
+        let cfg = AdvantageConfig { estimator, convention, ..AdvantageConfig::default() };
+        let adv = compute(&b.build(), &cfg);
+        prop_assert!(adv.is_ok(), "{:?}", adv.err());
+        prop_assert!(adv.unwrap().steps.iter().all(all_finite));
     }
 }

@@ -186,7 +186,7 @@ impl ModelConfig {
             .unwrap_or(10_000.0);
         let rope_scaling = parse_rope_scaling(hf.rope_scaling.as_ref().or(params))?;
         let qwen = architecture == Architecture::Qwen2;
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             architecture,
             vocab_size: hf.vocab_size,
             hidden_size: hf.hidden_size,
@@ -203,7 +203,9 @@ impl ModelConfig {
             qkv_bias: qwen || hf.attention_bias,
             o_bias: !qwen && hf.attention_bias,
             mlp_bias: !qwen && hf.mlp_bias,
-        })
+        };
+        cfg.validate().map_err(|e| in_file(e, path))?;
+        Ok(cfg)
     }
 
     /// A `config.json` object for this configuration, as transformers writes it.
@@ -242,6 +244,16 @@ impl ModelConfig {
             });
         }
         v
+    }
+}
+
+/// Puts the file's path in front of the field of a configuration error.
+fn in_file(e: ModelError, path: &Path) -> ModelError {
+    match e {
+        ModelError::Config { field, message } => {
+            ModelError::config(format!("{}: {field}", path.display()), message)
+        }
+        other => other,
     }
 }
 
@@ -380,7 +392,7 @@ impl TinyConfig {
                 "must be a positive number",
             ));
         }
-        Ok(ModelConfig {
+        let cfg = ModelConfig {
             architecture: Architecture::Qwen2,
             vocab_size,
             hidden_size: self.hidden_size,
@@ -397,6 +409,19 @@ impl TinyConfig {
             qkv_bias: true,
             o_bias: false,
             mlp_bias: false,
-        })
+        };
+        cfg.validate().map_err(|e| match e {
+            ModelError::Config { field, message } => {
+                let field = match field.as_str() {
+                    "num_hidden_layers" => "num_layers".to_string(),
+                    "num_attention_heads" => "num_heads".to_string(),
+                    "num_key_value_heads" => "num_kv_heads".to_string(),
+                    _ => field,
+                };
+                ModelError::config(format!("tiny.{field}"), message)
+            }
+            other => other,
+        })?;
+        Ok(cfg)
     }
 }

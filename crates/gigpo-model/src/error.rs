@@ -51,6 +51,14 @@ pub enum ModelError {
         /// The checkpoint directory or file.
         path: PathBuf,
     },
+    /// A weight holds NaN or infinite values.
+    #[error("weight {name} in {} holds NaN or infinite values", path.display())]
+    NonFiniteWeight {
+        /// The tensor name.
+        name: String,
+        /// The checkpoint directory or file.
+        path: PathBuf,
+    },
     /// A weight has an unexpected shape.
     #[error("weight {name} has shape {actual:?}, expected {expected:?}")]
     WeightShape {
@@ -120,6 +128,16 @@ impl ModelError {
         ModelError::Config {
             field: field.into(),
             message: message.into(),
+        }
+    }
+}
+
+impl From<crate::atomic::WriteError> for ModelError {
+    fn from(e: crate::atomic::WriteError) -> Self {
+        ModelError::Io {
+            action: e.action,
+            path: e.path,
+            source: e.source,
         }
     }
 }

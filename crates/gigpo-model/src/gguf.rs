@@ -575,9 +575,9 @@ impl Policy {
         }
         let hf_config = g.hf_config(&cfg)?;
         let mut src = |name: &str, shape: &[usize], _: Init| {
-            g.load(name, shape, &cfg)?
-                .to_device(device)
-                .map_err(Into::into)
+            let t = g.load(name, shape, &cfg)?;
+            crate::load::check_finite(&t, name, path)?;
+            t.to_device(device).map_err(Into::into)
         };
         let model = Transformer::build(&cfg, device, &mut src)?;
         let seed = lora.as_ref().map_or(0, |l| l.seed);

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod atomic;
 mod attach;
 mod attention;
 mod config;
@@ -37,6 +38,7 @@ mod fsutil;
 mod fused;
 mod generate;
 mod gguf;
+mod limits;
 mod load;
 mod logprob;
 mod lora;
@@ -58,6 +60,8 @@ pub use device::{Device, DeviceChoice};
 pub use error::{ModelError, Result};
 pub use generate::row_seed;
 pub use gguf::convert_gguf;
+pub use limits::{MAX_LAYERS, MAX_TOKENS, MAX_WIDTH};
+pub use load::check_finite;
 pub use logprob::logprob_entropy;
 pub use lora::{LoraConfig, TargetModule};
 pub use optim::{global_grad_norm, AdamW, AdamWConfig, StepStats};

@@ -70,8 +70,27 @@ impl Checkpoint {
                 expected: shape.to_vec(),
             });
         }
-        let t = self.files.load(name, &Device::Cpu)?;
-        Ok(t.to_dtype(dtype)?.to_device(device)?)
+        let t = self.files.load(name, &Device::Cpu)?.to_dtype(dtype)?;
+        check_finite(&t, name, &self.dir)?;
+        Ok(t.to_device(device)?)
+    }
+}
+
+/// Errors, naming the tensor and the file, when `t` holds a NaN or an infinity.
+pub fn check_finite(t: &Tensor, name: &str, path: &Path) -> Result<()> {
+    // x · 0 is 0 for every finite x and NaN otherwise, so the sum is finite only if all are.
+    let probe = t
+        .affine(0.0, 0.0)?
+        .to_dtype(DType::F32)?
+        .sum_all()?
+        .to_scalar::<f32>()?;
+    if probe.is_finite() {
+        Ok(())
+    } else {
+        Err(ModelError::NonFiniteWeight {
+            name: name.to_string(),
+            path: path.to_path_buf(),
+        })
     }
 }
 

@@ -8,8 +8,8 @@ use candle_core::backprop::GradStore;
 use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Storage, Tensor, Var};
 use serde::{Deserialize, Serialize};
 
+use crate::atomic::atomic_file;
 use crate::error::{ModelError, Result};
-use crate::fsutil::atomic_file;
 
 /// AdamW hyper-parameters (PyTorch's `torch.optim.AdamW` semantics: decoupled weight decay,
 /// bias-corrected moments).

@@ -5,8 +5,9 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 
+use crate::atomic::atomic_dir;
 use crate::error::{ModelError, Result};
-use crate::fsutil::{atomic_dir, read_json, write_file};
+use crate::fsutil::{read_json, write_file};
 use crate::lora::{LoraConfig, TargetModule};
 use crate::policy::Policy;
 

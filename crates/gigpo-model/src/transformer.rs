@@ -103,6 +103,7 @@ fn linear(
 impl Transformer {
     /// Builds the model, asking `src` for every weight by its Hugging Face name.
     pub fn build(cfg: &ModelConfig, device: &Device, src: &mut WeightSource) -> Result<Self> {
+        cfg.validate()?;
         let (d, hd) = (cfg.hidden_size, cfg.head_dim);
         let embed = src(
             "model.embed_tokens.weight",

@@ -56,6 +56,8 @@ pub fn save(
     keep: usize,
 ) -> Result<PathBuf> {
     let dir = checkpoint_dir(run_dir, state.iteration);
+    let parent = run_dir.join("checkpoints");
+    std::fs::create_dir_all(&parent).map_err(|e| TrainError::io(&parent, e))?;
     write_dir_atomic(&dir, |tmp| {
         let map: HashMap<String, Tensor> = policy
             .named_trainable_vars()
@@ -149,6 +151,7 @@ pub fn load_trainable(dir: &Path, policy: &Policy) -> Result<()> {
                 ),
             });
         }
+        gigpo_model::check_finite(t, name, &path)?;
         var.set(t)?;
     }
     Ok(())

@@ -685,6 +685,7 @@ impl TrainConfig {
                 return Err(TrainError::config(field, "must be at least 1"));
             }
         }
+        self.check_size_limits()?;
         if !self.use_gym_env {
             return Err(TrainError::config(
                 "use_gym_env",
@@ -783,6 +784,52 @@ impl TrainConfig {
     }
 }
 
+/// The most episodes one iteration may play (`rollout.groups × rollout.num_generations`), and
+/// the most held-out levels, environment steps per episode and warm-start levels: far beyond
+/// any useful run, and small enough that the environments and buffers for them fit in memory.
+pub const MAX_EPISODES: usize = 1 << 16;
+/// The most tokens one reply may have (`rollout.max_new_tokens`).
+pub const MAX_REPLY_TOKENS: usize = gigpo_model::MAX_TOKENS;
+/// The most warm-start levels (`sft.levels`).
+pub const MAX_SFT_LEVELS: usize = 1 << 20;
+
+impl TrainConfig {
+    /// Sizes that allocate in proportion: checked before anything is allocated, so that an
+    /// absurd value is an error naming the field instead of an aborted process.
+    fn check_size_limits(&self) -> Result<()> {
+        let r = &self.rollout;
+        let episodes = r.groups.saturating_mul(r.num_generations);
+        if episodes > MAX_EPISODES {
+            return Err(TrainError::config(
+                "rollout.groups",
+                format!(
+                    "{} groups × {} generations = {episodes} episodes per iteration; at most {MAX_EPISODES}",
+                    r.groups, r.num_generations
+                ),
+            ));
+        }
+        let limits = [
+            ("rollout.max_steps", r.max_steps, MAX_EPISODES),
+            ("eval.levels", self.eval.levels, MAX_EPISODES),
+            (
+                "rollout.max_new_tokens",
+                self.max_new_tokens(),
+                MAX_REPLY_TOKENS,
+            ),
+            ("sft.levels", self.sft_levels(), MAX_SFT_LEVELS),
+        ];
+        for (field, value, limit) in limits {
+            if value > limit {
+                return Err(TrainError::config(
+                    field,
+                    format!("{value} is too large; at most {limit}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 fn parse_value(text: &str) -> toml::Value {
     let doc = format!("v = {text}");
     match toml::from_str::<toml::Table>(&doc) {
@@ -819,6 +866,22 @@ mod tests {
             RolloutConfig::default().num_generations
         );
         assert_eq!(cfg.algorithm.estimator, Estimator::Grpo);
+    }
+
+    #[test]
+    fn absurd_sizes_name_the_field() {
+        for (field, value) in [
+            ("rollout.groups", "1000000"),
+            ("rollout.max_steps", "1000000000"),
+            ("eval.levels", "100000000"),
+            ("rollout.max_new_tokens", "1000000000000"),
+            ("sft.levels", "1000000000"),
+        ] {
+            let mut cfg = TrainConfig::default();
+            cfg.set(field, value).unwrap();
+            let e = cfg.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{field}: {e}");
+        }
     }
 
     #[test]

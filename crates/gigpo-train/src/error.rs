@@ -14,6 +14,15 @@ pub enum TrainError {
     /// A file or directory operation failed.
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
+    /// Writing a file or directory failed or was refused.
+    #[error(transparent)]
+    Write(#[from] gigpo_model::atomic::WriteError),
+    /// A fresh run was asked to start in a directory that holds an earlier run.
+    #[error(
+        "run directory {path} already holds a run ({found}); continue it with --resume {path}, \
+         start over with --force (removes those files), or choose another --run-dir"
+    )]
+    RunDirInUse { path: PathBuf, found: String },
     /// The advantage computation rejected the batch.
     #[error("advantages: {0}")]
     Advantage(#[from] gigpo_core::AdvantageError),

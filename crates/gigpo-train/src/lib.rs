@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod plot;
 pub mod prompt;
 pub mod rollout;
+pub mod rundir;
 pub mod sft;
 pub mod tensorboard;
 pub mod trainer;

@@ -55,18 +55,38 @@ impl RunCurves {
         Ok(Self { label, records })
     }
 
-    /// (iteration, value) of every record holding `metric`.
+    /// (iteration, value) of every record holding `metric`, without points that cannot be
+    /// drawn (see [`PLOT_LIMIT`]).
     pub fn series(&self, metric: &str) -> Vec<(f64, f64)> {
+        self.points(metric).filter(|&p| drawable(p)).collect()
+    }
+
+    /// How many finite points of `metric` lie beyond [`PLOT_LIMIT`] and are left out.
+    pub fn out_of_range(&self, metric: &str) -> usize {
+        self.points(metric)
+            .filter(|&(x, y)| x.is_finite() && y.is_finite() && !drawable((x, y)))
+            .count()
+    }
+
+    fn points<'a>(&'a self, metric: &'a str) -> impl Iterator<Item = (f64, f64)> + 'a {
         self.records
             .iter()
-            .filter_map(|r| Some((*r.get(names::ITERATION)?, *r.get(metric)?)))
-            .filter(|(_, v)| v.is_finite())
-            .collect()
+            .filter_map(move |r| Some((*r.get(names::ITERATION)?, *r.get(metric)?)))
     }
 }
 
-/// Draws the curves of every run directory into `out` (PNG).
-pub fn plot_runs(run_dirs: &[PathBuf], out: &Path) -> Result<()> {
+/// The largest magnitude drawn on either axis. Beyond it, the span of an axis (and the tick
+/// spacing derived from it) would overflow `f64`; such points are left out and counted in the
+/// panel's caption and in the warnings [`draw`] returns.
+pub const PLOT_LIMIT: f64 = 1e300;
+
+fn drawable((x, y): (f64, f64)) -> bool {
+    x.abs() <= PLOT_LIMIT && y.abs() <= PLOT_LIMIT
+}
+
+/// Draws the curves of every run directory into `out` (PNG), replacing it atomically. Returns
+/// a warning for each panel that left points out.
+pub fn plot_runs(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<String>> {
     let runs = run_dirs
         .iter()
         .map(|d| RunCurves::load(d))
@@ -74,24 +94,35 @@ pub fn plot_runs(run_dirs: &[PathBuf], out: &Path) -> Result<()> {
     draw(&runs, &PANELS, out)
 }
 
-/// Draws `panels` (metric names) for `runs` into `out` (PNG), three panels a row.
-pub fn draw(runs: &[RunCurves], panels: &[&str], out: &Path) -> Result<()> {
+/// Draws `panels` (metric names) for `runs` into `out` (PNG), three panels a row, replacing
+/// `out` atomically (the rules of [`gigpo_model::atomic`]). Returns a warning for each panel
+/// whose points beyond [`PLOT_LIMIT`] were left out.
+pub fn draw(runs: &[RunCurves], panels: &[&str], out: &Path) -> Result<Vec<String>> {
     register();
+    gigpo_model::atomic::atomic_file(out, |tmp| render(runs, panels, tmp))?;
+    Ok(panels
+        .iter()
+        .filter_map(|m| {
+            let n: usize = runs.iter().map(|r| r.out_of_range(m)).sum();
+            (n > 0).then(|| format!("{m}: {n} point(s) beyond ±{PLOT_LIMIT:e} not drawn"))
+        })
+        .collect())
+}
+
+fn render(runs: &[RunCurves], panels: &[&str], out: &Path) -> Result<()> {
     let cols = 3usize;
     let rows = panels.len().div_ceil(cols).max(1);
     let (w, h) = (1500u32, 380 * rows as u32 + 40);
-    {
-        let root = BitMapBackend::new(out, (w, h)).into_drawing_area();
-        root.fill(&WHITE).map_err(plot_err)?;
-        let (legend, body) = root.split_vertically(40);
-        draw_legend(&legend, runs)?;
-        let areas = body.split_evenly((rows, cols));
-        for (area, metric) in areas.iter().zip(panels) {
-            draw_panel(area, runs, metric)?;
-        }
-        root.present().map_err(plot_err)?;
+    let root = BitMapBackend::new(out, (w, h)).into_drawing_area();
+    root.fill(&WHITE).map_err(plot_err)?;
+    let (legend, body) = root.split_vertically(40);
+    draw_legend(&legend, runs)?;
+    let areas = body.split_evenly((rows, cols));
+    for (area, metric) in areas.iter().zip(panels) {
+        draw_panel(area, runs, metric)?;
     }
-    Ok(())
+    root.present()
+        .map_err(|e| TrainError::Plot(format!("write {}: {e}", out.display())))
 }
 
 fn color(i: usize) -> RGBColor {
@@ -153,10 +184,11 @@ fn draw_panel<DB: DrawingBackend>(
         y1 += 0.5;
     }
     let pad = (y1 - y0) * 0.05;
-    let caption = if all.is_empty() {
-        format!("{metric} (no data)")
-    } else {
-        metric.to_string()
+    let skipped: usize = runs.iter().map(|r| r.out_of_range(metric)).sum();
+    let caption = match (all.is_empty(), skipped) {
+        (true, 0) => format!("{metric} (no data)"),
+        (_, 0) => metric.to_string(),
+        (_, n) => format!("{metric} ({n} beyond ±{PLOT_LIMIT:e} not drawn)"),
     };
     let mut chart = ChartBuilder::on(area)
         .caption(caption, ("sans-serif", 20))
@@ -211,9 +243,50 @@ mod tests {
                 .collect(),
         };
         let out = dir.path().join("c.png");
-        draw(&[mk("a", 1.0), mk("b", 0.5)], &PANELS, &out).unwrap();
+        let warnings = draw(&[mk("a", 1.0), mk("b", 0.5)], &PANELS, &out).unwrap();
+        assert!(warnings.is_empty());
         let bytes = std::fs::read(&out).unwrap();
         assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
         assert!(bytes.len() > 10_000);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// Draws in a thread and fails instead of hanging when drawing does not finish.
+    fn draws_within_seconds(points: &[(f64, f64)]) -> Vec<String> {
+        let records = points
+            .iter()
+            .map(|&(x, y)| {
+                [
+                    (names::ITERATION.to_string(), x),
+                    (names::LOSS_PG.to_string(), y),
+                ]
+                .into_iter()
+                .collect()
+            })
+            .collect();
+        let run = RunCurves {
+            label: "r".into(),
+            records,
+        };
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let dir = tempfile::tempdir().unwrap();
+            let out = dir.path().join("c.png");
+            let _ = tx.send(draw(&[run], &[names::LOSS_PG], &out).map_err(|e| e.to_string()));
+        });
+        let got = rx.recv_timeout(std::time::Duration::from_secs(60));
+        got.expect("drawing did not finish within 60 s").unwrap()
+    }
+
+    #[test]
+    fn a_series_spanning_the_whole_range_finishes() {
+        let warnings = draws_within_seconds(&[(0.0, 1e308), (1.0, -1e308), (2.0, 1.0)]);
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("2 point(s)"), "{warnings:?}");
+        draws_within_seconds(&[(0.0, f64::MAX), (1.0, -f64::MAX)]);
+        draws_within_seconds(&[(0.0, 1e300), (1.0, -1e300)]);
+        draws_within_seconds(&[(-1e300, 0.0), (1e300, 1.0)]);
+        draws_within_seconds(&[(0.0, 1e20), (1.0, 1e20 + 16384.0), (2.0, 1e20 + 32768.0)]);
+        draws_within_seconds(&[(0.0, 5e-324), (1.0, 1e-323)]);
     }
 }

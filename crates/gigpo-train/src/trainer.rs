@@ -24,6 +24,7 @@ use crate::layout::{assign_advantages, build_samples, Sample};
 use crate::loss::{policy_loss, LossInputs};
 use crate::metrics::{names, MetricsLog, Record};
 use crate::rollout::{collect, RolloutPlan};
+use crate::rundir;
 use crate::sft::{demonstrations, fine_tune, write_curve};
 
 /// Stream constants mixed into the base seed for each kind of randomness.
@@ -124,24 +125,35 @@ pub struct Trainer {
 }
 
 impl Trainer {
-    /// Starts a new run in `cfg.run_dir` (created; it must not hold checkpoints of another run).
-    /// Writes the configuration to `run_dir/config.toml`.
+    /// Starts a new run in `cfg.run_dir` (created with its parents if missing). The directory
+    /// must not hold the output of an earlier run (any of [`rundir::RUN_FILES`]). Writes the
+    /// configuration to `run_dir/config.toml`.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
         let cfg = cfg.resolved();
         cfg.validate()?;
+        rundir::refuse_earlier_run(&cfg.run_dir)?;
+        Self::fresh(cfg)
+    }
+
+    /// Like [`Trainer::new`], but first removes the output of an earlier run from the run
+    /// directory (exactly [`rundir::RUN_FILES`]; other files stay).
+    pub fn new_overwriting(cfg: TrainConfig) -> Result<Self> {
+        let cfg = cfg.resolved();
+        cfg.validate()?;
+        rundir::remove_earlier_run(&cfg.run_dir)?;
+        Self::fresh(cfg)
+    }
+
+    /// Builds everything first, so that a configuration the model or environment rejects
+    /// leaves no run directory behind.
+    fn fresh(cfg: TrainConfig) -> Result<Self> {
         let run_dir = cfg.run_dir.clone();
-        if !checkpoint::list(&run_dir)?.is_empty() {
-            return Err(TrainError::Checkpoint {
-                path: run_dir.join("checkpoints"),
-                message: "the run directory already holds a run; resume it (--resume) or choose another run directory".into(),
-            });
-        }
-        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
-        write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         let policy = initial_policy(&cfg)?;
         let reference = reference_policy(&cfg, &policy)?;
         let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
         let evaluator = Evaluator::new(&cfg)?;
+        std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
+        write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         let log = MetricsLog::open(&run_dir, None)?;
         Ok(Self {
             cfg,
@@ -159,25 +171,50 @@ impl Trainer {
     }
 
     /// Continues the run in `run_dir` from its newest checkpoint, with the configuration saved
-    /// there (`iterations` may be raised by `iterations`).
+    /// there (`iterations` may be raised by `iterations`). A run stopped before its first
+    /// checkpoint starts again from the beginning with the configuration it saved in
+    /// `run_dir/config.toml`; its earlier `metrics.jsonl` is kept as
+    /// `metrics.before-restart-K.jsonl`.
     pub fn resume(run_dir: &Path, iterations: Option<usize>) -> Result<Self> {
-        let (_, dir) = checkpoint::list(run_dir)?
-            .pop()
-            .ok_or_else(|| TrainError::Checkpoint {
+        match checkpoint::list(run_dir)?.pop() {
+            Some((_, dir)) => Self::resume_from(run_dir, &dir, iterations),
+            None => Self::restart(run_dir, iterations),
+        }
+    }
+
+    fn restart(run_dir: &Path, iterations: Option<usize>) -> Result<Self> {
+        let saved = run_dir.join("config.toml");
+        if !saved.is_file() {
+            return Err(TrainError::Checkpoint {
                 path: run_dir.join("checkpoints"),
-                message: "no checkpoint to resume from".into(),
-            })?;
+                message: format!(
+                    "no checkpoint to resume from, and no {} of a started run",
+                    saved.display()
+                ),
+            });
+        }
+        let mut cfg = TrainConfig::from_file(&saved)?;
+        cfg.run_dir = run_dir.to_path_buf();
+        if let Some(n) = iterations {
+            cfg.iterations = n;
+        }
+        cfg.validate()?;
+        rundir::keep_earlier_metrics(run_dir)?;
+        Self::fresh(cfg)
+    }
+
+    fn resume_from(run_dir: &Path, dir: &Path, iterations: Option<usize>) -> Result<Self> {
         let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
         cfg.run_dir = run_dir.to_path_buf();
         if let Some(n) = iterations {
             cfg.iterations = n;
         }
         cfg.validate()?;
-        let state = checkpoint::read_state(&dir)?;
+        let state = checkpoint::read_state(dir)?;
         let policy = initial_policy(&cfg)?;
         // The reference is the initial policy, so take it before loading trained weights.
         let reference = reference_policy(&cfg, &policy)?;
-        checkpoint::load_trainable(&dir, &policy)?;
+        checkpoint::load_trainable(dir, &policy)?;
         let mut opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
         opt.load_state(&dir.join("optimizer.safetensors"))?;
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
