@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, TrainState, RNG_DERIVATION};
 use crate::config::{OldLogprobs, TrainConfig};
+use crate::context;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalResult, Evaluator};
 use crate::fsutil::write_atomic;
@@ -36,7 +37,7 @@ pub const SHUFFLE_STREAM: u64 = 0x7368_7566_666c; // "shuffl"
 pub fn initial_policy(cfg: &TrainConfig) -> Result<Policy> {
     let device = cfg.model.device.open()?;
     let mut policy = match &cfg.model.path {
-        None => Policy::tiny(&cfg.model.tiny, cfg.seed, &device)?,
+        None => Policy::tiny(&cfg.tiny_config()?, cfg.seed, &device)?,
         Some(path) => Policy::load(path, &device, None)?,
     };
     if let Some(lora) = cfg.lora() {
@@ -127,7 +128,7 @@ impl Trainer {
     /// Starts a new run in `cfg.run_dir` (created; it must not hold checkpoints of another run).
     /// Writes the configuration to `run_dir/config.toml`.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
-        let cfg = cfg.resolved();
+        let cfg = cfg.resolved()?;
         cfg.validate()?;
         let run_dir = cfg.run_dir.clone();
         if !checkpoint::list(&run_dir)?.is_empty() {
@@ -136,9 +137,10 @@ impl Trainer {
                 message: "the run directory already holds a run; resume it (--resume) or choose another run directory".into(),
             });
         }
+        let policy = initial_policy(&cfg)?;
+        context::check(&cfg, &policy)?;
         std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-        let policy = initial_policy(&cfg)?;
         let reference = reference_policy(&cfg, &policy)?;
         let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
         let evaluator = Evaluator::new(&cfg)?;
@@ -175,6 +177,7 @@ impl Trainer {
         cfg.validate()?;
         let state = checkpoint::read_state(&dir)?;
         let policy = initial_policy(&cfg)?;
+        context::check(&cfg, &policy)?;
         // The reference is the initial policy, so take it before loading trained weights.
         let reference = reference_policy(&cfg, &policy)?;
         checkpoint::load_trainable(&dir, &policy)?;
