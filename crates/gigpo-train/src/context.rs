@@ -169,9 +169,10 @@ mod tests {
     use gigpo_model::{Device, SamplingParams, TinyConfig};
 
     fn trajectory_config() -> TrainConfig {
-        let mut cfg = TrainConfig::default();
-        cfg.sample_layout = SampleLayout::Trajectory;
-        cfg
+        TrainConfig {
+            sample_layout: SampleLayout::Trajectory,
+            ..TrainConfig::default()
+        }
     }
 
     #[test]
