@@ -55,6 +55,23 @@ fn main() -> std::process::ExitCode {
     }
 }
 
+/// The error and its causes joined by `: `, leaving out a cause whose text the message already
+/// holds (an error that shows its source in its own message).
+fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Advantages(args) => advantages::run(args),
@@ -64,19 +81,4 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Plot(args) => plot_cmd::run(args),
     }
-}
-
-/// The error and its causes, each cause left out when the message before already says it.
-fn message(e: &anyhow::Error) -> String {
-    let mut text = String::new();
-    for cause in e.chain() {
-        let part = cause.to_string();
-        if !text.contains(&part) {
-            if !text.is_empty() {
-                text.push_str(": ");
-            }
-            text.push_str(&part);
-        }
-    }
-    text
 }

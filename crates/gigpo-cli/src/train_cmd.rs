@@ -133,7 +133,7 @@ pub fn run(args: Args) -> Result<()> {
     } else {
         let cfg = build_config(&args)?;
         if args.print_config {
-            print!("{}", cfg.resolved().to_toml()?);
+            print!("{}", cfg.resolved()?.to_toml()?);
             return Ok(());
         }
         if args.force {

@@ -30,9 +30,10 @@ use gigpo_core::AdvantageConfig;
 use gigpo_env::action::ActionFormat;
 use gigpo_env::sokoban::SokobanConfig;
 use gigpo_env::spec::EnvSpec;
-use gigpo_model::{DeviceChoice, LoraConfig, TinyConfig};
+use gigpo_model::{DeviceChoice, LoraConfig, TinyConfig, Tokenizer};
 use serde::{Deserialize, Serialize};
 
+use crate::context;
 use crate::error::{Result, TrainError};
 use crate::prompt::{HistoryAction, PromptStyle};
 use crate::sft::{SftConfig, SCRATCH_SFT_LEVELS};
@@ -118,7 +119,10 @@ pub struct ModelSection {
     /// A Hugging Face model directory (Qwen2 / Llama). Default none: the tiny built-in model.
     pub path: Option<PathBuf>,
     /// Sizes of the tiny built-in model (used when `path` is not set). Default: width 64,
-    /// 2 layers, 4 heads, MLP 256, init std 0.02.
+    /// 2 layers, 2 heads, MLP 256, init std 0.02, and `max_position_embeddings = 0`: the
+    /// context sized for the longest sequence of the configured episode
+    /// ([`TrainConfig::tiny_config`]; 1024 for the step layout, 2048 for the trajectory layout
+    /// of the default Sokoban).
     pub tiny: TinyConfig,
     /// Where the defaults of model-dependent fields come from. Default: `pretrained` when
     /// `path` is set, else `scratch`.
@@ -145,7 +149,7 @@ impl Default for ModelSection {
                 num_heads: 2,
                 num_kv_heads: 2,
                 intermediate_size: 256,
-                max_position_embeddings: 1024,
+                max_position_embeddings: 0,
                 ..TinyConfig::default()
             },
             lora: None,
@@ -558,6 +562,19 @@ impl TrainConfig {
         (self.finetune() == Finetune::Lora).then(|| self.model.lora.clone().unwrap_or_default())
     }
 
+    /// `model.tiny` resolved: `max_position_embeddings = 0` becomes the longest sequence of an
+    /// episode of this configuration (measured by rendering its last prompt with the tiny
+    /// tokenizer, `crate::context`), rounded up to a multiple of 256 and at least 1024. A
+    /// remote environment is not started for this: it gets 1024.
+    pub fn tiny_config(&self) -> Result<TinyConfig> {
+        let mut tiny = self.model.tiny.clone();
+        if tiny.max_position_embeddings == 0 {
+            let tokens = context::episode_tokens(self, &Tokenizer::tiny()?)?;
+            tiny.max_position_embeddings = context::sized_context(tokens.unwrap_or(0));
+        }
+        Ok(tiny)
+    }
+
     /// `rollout.max_new_tokens` resolved.
     pub fn max_new_tokens(&self) -> usize {
         self.rollout
@@ -639,9 +656,13 @@ impl TrainConfig {
     }
 
     /// The configuration with every model-dependent default written out (what `--print-config`
-    /// shows and the run directory records).
-    pub fn resolved(&self) -> Self {
+    /// shows and the run directory records). The tiny model's context is sized only when it
+    /// is the model trained.
+    pub fn resolved(&self) -> Result<Self> {
         let mut c = self.clone();
+        if self.model.path.is_none() {
+            c.model.tiny = self.tiny_config()?;
+        }
         c.model.profile = Some(self.profile());
         c.model.finetune = Some(self.finetune());
         c.model.lora = self.lora().or(c.model.lora);
@@ -654,7 +675,7 @@ impl TrainConfig {
         c.update.micro_batch_size = Some(self.micro_batch_size());
         c.update.old_logprobs = Some(self.old_logprobs());
         c.update.recompute_activations = Some(self.recompute_activations());
-        c
+        Ok(c)
     }
 
     /// The loss settings with β resolved.
@@ -955,11 +976,14 @@ mod tests {
 
     #[test]
     fn profiles_resolve_the_model_dependent_defaults() {
-        let tiny = TrainConfig::default().resolved();
+        let tiny = TrainConfig::default().resolved().unwrap();
         assert_eq!(tiny.model.profile, Some(Profile::Scratch));
         assert_eq!(tiny.model.finetune, Some(Finetune::Full));
         assert_eq!(tiny.loss.beta, Some(0.0));
         assert_eq!(tiny.rollout.max_new_tokens, Some(1));
+        // The tiny model's context is sized for the episode, at least 1024 tokens.
+        assert_eq!(TrainConfig::default().model.tiny.max_position_embeddings, 0);
+        assert_eq!(tiny.model.tiny.max_position_embeddings, 1024);
         // The default run warm-starts on solver demonstrations, then RL at a smaller step.
         assert_eq!(tiny.sft.levels, Some(SCRATCH_SFT_LEVELS));
         assert_eq!(tiny.optim.lr, Some(SCRATCH_LR_AFTER_SFT));
@@ -978,7 +1002,7 @@ mod tests {
         assert!([32, 64].contains(&(t.hidden_size / t.num_heads)));
         let mut cfg = TrainConfig::default();
         cfg.model.path = Some("some/model".into());
-        let pre = cfg.resolved();
+        let pre = cfg.resolved().unwrap();
         assert_eq!(pre.model.profile, Some(Profile::Pretrained));
         assert_eq!(pre.model.finetune, Some(Finetune::Lora));
         assert!(pre.model.lora.is_some());
@@ -989,7 +1013,7 @@ mod tests {
         // An explicit value wins, and the resolved file reads back to the same configuration.
         cfg.set("loss.beta", "0.05").unwrap();
         cfg.set("model.finetune", "full").unwrap();
-        let r = cfg.resolved();
+        let r = cfg.resolved().unwrap();
         assert_eq!((r.beta(), r.lr(), r.lora()), (0.05, 1e-6, None));
         assert_eq!(TrainConfig::from_toml(&r.to_toml().unwrap()).unwrap(), r);
     }

@@ -11,6 +11,20 @@ pub enum TrainError {
     /// A configuration file that could not be parsed.
     #[error("config file {path}: {message}")]
     ConfigFile { path: PathBuf, message: String },
+    /// An episode whose longest sequence does not fit the model's context.
+    #[error(
+        "context: {sequence} needs {needed} tokens, the model's context holds {context}: {fix}"
+    )]
+    Context {
+        /// Which sequence (layout and turns).
+        sequence: String,
+        /// Tokens it needs.
+        needed: usize,
+        /// Tokens the model's context holds.
+        context: usize,
+        /// The fields to change.
+        fix: String,
+    },
     /// A file or directory operation failed.
     #[error("{path}: {message}")]
     Io { path: PathBuf, message: String },
@@ -25,16 +39,16 @@ pub enum TrainError {
     RunDirInUse { path: PathBuf, found: String },
     /// The advantage computation rejected the batch.
     #[error("advantages: {0}")]
-    Advantage(#[from] gigpo_core::AdvantageError),
+    Advantage(gigpo_core::AdvantageError),
     /// An environment or the environment pool failed.
     #[error("environment: {0}")]
     Env(String),
     /// The model failed (loading, sampling, scoring, optimizer).
     #[error("model: {0}")]
-    Model(#[from] gigpo_model::ModelError),
+    Model(gigpo_model::ModelError),
     /// A tensor operation failed.
     #[error("tensor: {0}")]
-    Tensor(#[from] candle_core::Error),
+    Tensor(candle_core::Error),
     /// A checkpoint that is missing or does not match the run.
     #[error("checkpoint {path}: {message}")]
     Checkpoint { path: PathBuf, message: String },
@@ -61,6 +75,26 @@ impl TrainError {
             path: path.into(),
             message: err.to_string(),
         }
+    }
+}
+
+// The wrapped errors are shown in the message and not also exposed as a source, so a
+// printed error chain names each cause once.
+impl From<gigpo_core::AdvantageError> for TrainError {
+    fn from(e: gigpo_core::AdvantageError) -> Self {
+        Self::Advantage(e)
+    }
+}
+
+impl From<gigpo_model::ModelError> for TrainError {
+    fn from(e: gigpo_model::ModelError) -> Self {
+        Self::Model(e)
+    }
+}
+
+impl From<candle_core::Error> for TrainError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Tensor(e)
     }
 }
 

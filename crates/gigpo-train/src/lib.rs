@@ -9,6 +9,7 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod eval;
 pub mod fsutil;

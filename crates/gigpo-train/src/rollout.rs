@@ -13,6 +13,7 @@ use gigpo_env::spec::EnvSpec;
 use gigpo_model::{Policy, SamplingParams};
 use serde::Serialize;
 
+use crate::context::{self, longest_sequence, EpisodeShape};
 use crate::error::Result;
 use crate::prompt::{
     chat_tokens, history_action, step_prompt_text, user_message, ChatTurn, PastStep, PromptStyle,
@@ -179,6 +180,16 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
         })
         .collect();
     let tok = policy.tokenizer();
+    let shape = EpisodeShape {
+        style: plan.prompt,
+        instructions: instructions.as_deref(),
+        max_steps: plan.max_steps,
+        max_new_tokens: plan.sampling.max_new_tokens,
+    };
+    if let Some(obs) = pool.active().first().and_then(|&i| pool.observation(i)) {
+        let needed = longest_sequence(tok, &shape, obs)?;
+        context::fits(policy, plan.prompt, needed, plan.max_steps)?;
+    }
     let (mut generated_tokens, mut prompt_tokens) = (0, 0);
     for t in 0..plan.max_steps {
         let active = pool.active();
@@ -196,6 +207,8 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
             let past: Vec<PastTurn<'_>> = trajectories[i.0].steps.iter().map(Into::into).collect();
             let (user, prompt) =
                 next_prompt(tok, &plan.prompt, instructions.as_deref(), &past, &obs)?;
+            let needed = prompt.len() + plan.sampling.max_new_tokens;
+            context::fits(policy, plan.prompt, needed, t + 1)?;
             prompts.push(prompt);
             users.push(user);
             current.push(obs);

@@ -17,6 +17,7 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, TrainState, RNG_DERIVATION};
 use crate::config::{OldLogprobs, TrainConfig};
+use crate::context;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalResult, Evaluator};
 use crate::fsutil::write_atomic;
@@ -37,7 +38,7 @@ pub const SHUFFLE_STREAM: u64 = 0x7368_7566_666c; // "shuffl"
 pub fn initial_policy(cfg: &TrainConfig) -> Result<Policy> {
     let device = cfg.model.device.open()?;
     let mut policy = match &cfg.model.path {
-        None => Policy::tiny(&cfg.model.tiny, cfg.seed, &device)?,
+        None => Policy::tiny(&cfg.tiny_config()?, cfg.seed, &device)?,
         Some(path) => Policy::load(path, &device, None)?,
     };
     if let Some(lora) = cfg.lora() {
@@ -129,7 +130,7 @@ impl Trainer {
     /// must not hold the output of an earlier run (any of [`rundir::RUN_FILES`]). Writes the
     /// configuration to `run_dir/config.toml`.
     pub fn new(cfg: TrainConfig) -> Result<Self> {
-        let cfg = cfg.resolved();
+        let cfg = cfg.resolved()?;
         cfg.validate()?;
         rundir::refuse_earlier_run(&cfg.run_dir)?;
         Self::fresh(cfg)
@@ -138,7 +139,7 @@ impl Trainer {
     /// Like [`Trainer::new`], but first removes the output of an earlier run from the run
     /// directory (exactly [`rundir::RUN_FILES`]; other files stay).
     pub fn new_overwriting(cfg: TrainConfig) -> Result<Self> {
-        let cfg = cfg.resolved();
+        let cfg = cfg.resolved()?;
         cfg.validate()?;
         rundir::remove_earlier_run(&cfg.run_dir)?;
         Self::fresh(cfg)
@@ -149,6 +150,7 @@ impl Trainer {
     fn fresh(cfg: TrainConfig) -> Result<Self> {
         let run_dir = cfg.run_dir.clone();
         let policy = initial_policy(&cfg)?;
+        context::check(&cfg, &policy)?;
         let reference = reference_policy(&cfg, &policy)?;
         let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
         let evaluator = Evaluator::new(&cfg)?;
@@ -212,6 +214,7 @@ impl Trainer {
         cfg.validate()?;
         let state = checkpoint::read_state(dir)?;
         let policy = initial_policy(&cfg)?;
+        context::check(&cfg, &policy)?;
         // The reference is the initial policy, so take it before loading trained weights.
         let reference = reference_policy(&cfg, &policy)?;
         checkpoint::load_trainable(dir, &policy)?;
