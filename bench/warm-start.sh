@@ -17,8 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-runs/bench-warm-start}
 SEED=${2:-0}
-SFT_ONLY_LEVELS=${SFT_ONLY_LEVELS:-28000}
-RL_ONLY_ITERATIONS=${RL_ONLY_ITERATIONS:-160}
+SFT_ONLY_LEVELS=${SFT_ONLY_LEVELS:-46000}
+RL_ONLY_ITERATIONS=${RL_ONLY_ITERATIONS:-190}
 if [ -z "${GIGPO:-}" ]; then
   cargo build --release -p gigpo-cli >&2
   GIGPO=${CARGO_TARGET_DIR:-target}/release/gigpo

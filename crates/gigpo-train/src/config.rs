@@ -168,7 +168,7 @@ impl Default for ModelSection {
 /// | `rollout.instructions` | false | true |
 /// | `loss.beta` | 0 (no meaningful reference) | 0.01 |
 /// | `optim.lr` | 1e-5 after the warm start (3e-3 without) | 1e-4 with LoRA, 1e-6 full |
-/// | `sft.levels` | 16000 on the built-in Sokoban, else 0 | 0 |
+/// | `sft.levels` | 32000 on the built-in Sokoban, else 0 | 0 |
 /// | `update.micro_batch_size` | 64 | 4 |
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

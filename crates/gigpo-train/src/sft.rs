@@ -34,7 +34,7 @@ use crate::rollout::{next_prompt, PastTurn};
 /// Training level indices of the demonstrations start here, far from those of RL iterations.
 const SFT_LEVEL_OFFSET: u64 = 1 << 40;
 /// Levels of the warm start of the `scratch` profile on the built-in Sokoban.
-pub const SCRATCH_SFT_LEVELS: usize = 16_000;
+pub const SCRATCH_SFT_LEVELS: usize = 32_000;
 /// Stream of the demonstration shuffle.
 const SFT_SHUFFLE_STREAM: u64 = 0x7366_7473_6866; // "sftshf"
 /// Stream of the random moves of noisy demonstrations.
