@@ -2,15 +2,15 @@
 
 use anyhow::{bail, Context, Result};
 use gigpo_core::{
-    compute, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention, Diagnostics,
-    Estimator, Norm, StepAdvantage, StepInput,
+    compute, read_trajectories, AdvantageConfig, AdvantageError, BatchBuilder, Combine,
+    Convention, Diagnostics, Estimator, Norm, StepAdvantage, StepInput,
 };
 use gigpo_train::fsutil::write_atomic;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -20,7 +20,7 @@ pub struct Args {
     /// Where to write one line of per-step advantages per trajectory (`-` for standard output).
     #[arg(long, short)]
     output: PathBuf,
-    /// Also write the diagnostics as one JSON object to this file.
+    /// Also write the diagnostics as one JSON object to this file (`-` for standard output).
     #[arg(long)]
     diagnostics: Option<PathBuf>,
     /// Start from a preset's conventions: `paper` (default) or `verl-agent`.
@@ -97,21 +97,6 @@ impl Args {
     }
 }
 
-#[derive(Deserialize)]
-struct Line {
-    group: Value,
-    trajectory: Value,
-    steps: Vec<StepLine>,
-}
-
-#[derive(Deserialize)]
-struct StepLine {
-    anchor: String,
-    reward: f64,
-    #[serde(default = "yes")]
-    action_valid: bool,
-}
-
 /// One output line: the input's ids and a value set per step (SPEC §7).
 #[derive(Serialize)]
 struct OutputLine<'a> {
@@ -120,74 +105,45 @@ struct OutputLine<'a> {
     steps: &'a [StepAdvantage],
 }
 
-fn yes() -> bool {
-    true
-}
-
-/// A trajectory as read, with the line it came from.
-struct InputTrajectory {
-    line: usize,
-    group: Value,
-    trajectory: Value,
-    steps: Vec<StepLine>,
-}
-
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn read_input(path: &PathBuf) -> Result<String> {
-    let mut text = String::new();
+/// The input's bytes (`-`: standard input).
+fn read_input(path: &Path) -> Result<Vec<u8>> {
+    let mut bytes = Vec::new();
     if path.as_os_str() == "-" {
         std::io::stdin()
-            .read_to_string(&mut text)
+            .read_to_end(&mut bytes)
             .context("reading standard input")?;
     } else {
-        text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
     }
-    Ok(text)
+    Ok(bytes)
 }
 
-fn parse(name: &str, text: &str) -> Result<Vec<InputTrajectory>> {
-    let mut out = Vec::new();
-    for (i, raw) in text.lines().enumerate() {
-        let line = i + 1;
-        if raw.trim().is_empty() {
-            continue;
-        }
-        let l: Line = serde_json::from_str(raw).with_context(|| format!("{name} line {line}"))?;
-        for (field, v) in [("group", &l.group), ("trajectory", &l.trajectory)] {
-            if id_text(v).is_none() {
-                bail!("{name} line {line}: field `{field}` must be a string or a number, got {v}");
-            }
-        }
-        out.push(InputTrajectory {
-            line,
-            group: l.group,
-            trajectory: l.trajectory,
-            steps: l.steps,
-        });
+/// Writes `bytes` to `path`, or to standard output for `-`.
+fn write_output(path: &Path, bytes: &[u8]) -> Result<()> {
+    if path.as_os_str() == "-" {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes)
+            .and_then(|()| out.flush())
+            .context("writing standard output")?;
+        return Ok(());
     }
-    if out.is_empty() {
-        bail!("{name}: no trajectories");
-    }
-    Ok(out)
+    Ok(write_atomic(path, bytes)?)
 }
 
 pub fn run(args: Args) -> Result<()> {
     let cfg = args.config();
     cfg.validate()?;
+    if args.output.as_os_str() == "-"
+        && args.diagnostics.as_deref().is_some_and(|d| d.as_os_str() == "-")
+    {
+        bail!("--output and --diagnostics cannot both be standard output (-)");
+    }
     let name = args.input.display().to_string();
-    let trajs = parse(&name, &read_input(&args.input)?)?;
+    let trajs = read_trajectories(&name, &read_input(&args.input)?)?;
     let mut builder = BatchBuilder::new();
     let mut lines: HashMap<(String, String), usize> = HashMap::new();
     for t in &trajs {
-        let (g, id) = (id_text(&t.group).unwrap(), id_text(&t.trajectory).unwrap());
+        let (g, id) = (t.group_name(), t.trajectory_name());
         let steps = t.steps.iter().map(|s| StepInput {
             anchor: &s.anchor,
             reward: s.reward,
@@ -211,14 +167,11 @@ pub fn run(args: Args) -> Result<()> {
         out.push(b'\n');
     }
     if let Some(path) = &args.diagnostics {
-        let text = serde_json::to_vec_pretty(&adv.diagnostics)?;
-        write_atomic(path, &text)?;
+        let mut text = serde_json::to_vec_pretty(&adv.diagnostics)?;
+        text.push(b'\n');
+        write_output(path, &text)?;
     }
-    if args.output.as_os_str() == "-" {
-        std::io::stdout().lock().write_all(&out)?;
-    } else {
-        write_atomic(&args.output, &out)?;
-    }
+    write_output(&args.output, &out)?;
     eprint!("{}", describe(&cfg, &adv.diagnostics));
     Ok(())
 }

@@ -6,13 +6,16 @@
 //! loopback interface is listened on unless `--host` says otherwise.
 
 use anyhow::{bail, Context};
-use gigpo_env::remote::server::{serve_stdio, EnvFactory, ServeOptions, Server};
+use gigpo_env::remote::server::{
+    serve_stdio, EnvFactory, ServeOptions, Server, DEFAULT_IDLE_TIMEOUT_S,
+};
 use gigpo_env::spec::EnvSpec;
 use serde::Deserialize;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// `gigpo env serve` arguments.
 #[derive(clap::Args, Debug)]
@@ -30,7 +33,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
     /// Serve over standard input/output instead of the network.
-    #[arg(long, conflicts_with_all = ["host", "port", "max_sessions"])]
+    #[arg(long, conflicts_with_all = ["host", "port", "max_sessions", "idle_timeout"])]
     pub stdio: bool,
     /// Most concurrent sessions; more are refused with a CAPACITY_REACHED error.
     #[arg(long, default_value_t = 1024)]
@@ -38,6 +41,9 @@ pub struct ServeArgs {
     /// Largest message accepted, in bytes.
     #[arg(long, default_value_t = gigpo_env::remote::DEFAULT_MAX_MESSAGE_BYTES)]
     pub max_message_bytes: usize,
+    /// Close a session that sends no message for this many seconds, freeing its slot (0: never).
+    #[arg(long, value_name = "SECONDS", default_value_t = DEFAULT_IDLE_TIMEOUT_S)]
+    pub idle_timeout: u64,
 }
 
 /// The `[env]` table of a configuration file.
@@ -67,6 +73,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
         addr: SocketAddr::new(args.host, args.port),
         max_sessions: args.max_sessions,
         max_message_bytes: args.max_message_bytes,
+        idle_timeout: (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout)),
     };
     let server = Server::start(factory, options)
         .with_context(|| format!("serving {name} on {}:{}", args.host, args.port))?;

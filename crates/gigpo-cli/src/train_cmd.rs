@@ -129,7 +129,16 @@ pub fn run(args: Args) -> Result<()> {
         if args.has_overrides() {
             bail!("--resume continues with the run's saved configuration; only --iterations may be given with it");
         }
-        Trainer::resume(dir, args.iterations)?
+        let trainer = Trainer::resume(dir, args.iterations)?;
+        let (done, total) = (trainer.iterations_done(), trainer.config().iterations);
+        if done >= total {
+            eprintln!(
+                "the run in {} has done all its {total} iterations; nothing to train \
+                 (give --iterations N with N > {total} to go on)",
+                dir.display()
+            );
+        }
+        trainer
     } else {
         let cfg = build_config(&args)?;
         if args.print_config {

@@ -1,6 +1,6 @@
 //! Bad input and faults at the command line: every case ends in a clear error naming the thing
-//! that is wrong, with a non-zero exit and without a crash; nothing already written is replaced
-//! or lost, and nothing hangs.
+//! that is wrong, printed once, with a non-zero exit and without a crash; nothing already
+//! written is replaced or lost, and nothing hangs.
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
@@ -43,13 +43,33 @@ fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-/// Fails (rather than passes) when the command crashed instead of reporting an error.
+/// Fails (rather than passes) when the command crashed instead of reporting an error, or
+/// reported it more than once.
 fn assert_clean_failure(out: &Output, wanted: &[&str]) {
     let err = stderr(out);
     assert_eq!(out.status.code(), Some(1), "not a clean failure: {err}");
+    let said = err.lines().filter(|l| l.starts_with("error")).count();
+    assert_eq!(said, 1, "not said once: {err}");
     for w in wanted {
         assert!(err.contains(w), "{w:?} not in: {err}");
     }
+}
+
+/// The PID of a process that has ended.
+fn ended_pid() -> u32 {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid
+}
+
+fn names_in(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
 }
 
 fn trajectories(dir: &Path, rewards: &[f64]) -> std::path::PathBuf {
@@ -337,6 +357,44 @@ fn broken_models_and_used_run_directories() {
     assert_eq!(std::fs::read_to_string(kept).unwrap(), before);
     assert!(used.join("metrics.jsonl").is_file());
     assert!(used.join("checkpoints/iter-1").is_dir());
+
+    // 7. What a killed checkpoint write left is removed when the run resumes; a run that has
+    // done all its iterations says so.
+    let stale = used.join(format!("checkpoints/.iter-2.gigpo-tmp-{}-AbCdEf", ended_pid()));
+    std::fs::create_dir(&stale).unwrap();
+    std::fs::write(stale.join("trainable.safetensors"), vec![0u8; 1 << 16]).unwrap();
+    let resume = |extra: &[&str]| {
+        run(gigpo()
+            .args(["train", "--quiet", "--resume"])
+            .arg(&used)
+            .args(extra))
+    };
+    let out = resume(&[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("nothing to train"), "{}", stderr(&out));
+    assert!(!stale.exists());
+
+    // 9. A checkpoint whose iteration was edited is refused, naming the file and field.
+    let ck = used.join("checkpoints/iter-1");
+    let state_path = ck.join("state.json");
+    let state = std::fs::read_to_string(&state_path).unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&state).unwrap();
+    edited["iteration"] = 5.into();
+    std::fs::write(&state_path, edited.to_string()).unwrap();
+    assert_clean_failure(&resume(&[]), &["iter-1/state.json", "`iteration` is 5"]);
+    std::fs::write(&state_path, &state).unwrap();
+
+    // 9. A truncated trainable.safetensors or an empty optimizer.safetensors is named.
+    let trainable = ck.join("trainable.safetensors");
+    let weights = std::fs::read(&trainable).unwrap();
+    std::fs::write(&trainable, &weights[..100]).unwrap();
+    let out = run(gigpo().args(["eval", "--checkpoint"]).arg(&ck));
+    assert_clean_failure(&out, &["iter-1/trainable.safetensors"]);
+    std::fs::write(&trainable, &weights).unwrap();
+    std::fs::write(ck.join("optimizer.safetensors"), b"").unwrap();
+    let out = resume(&["--iterations", "2"]);
+    assert_clean_failure(&out, &["iter-1/optimizer.safetensors"]);
+    assert!(!used.join("checkpoints/iter-2").exists());
 }
 
 fn copy_dir(from: &Path, to: &Path) {
@@ -358,4 +416,213 @@ fn poison_first_weight(path: &Path) {
     let start = 8 + header;
     bytes[start..start + 4].copy_from_slice(&f32::NAN.to_le_bytes());
     std::fs::write(path, bytes).unwrap();
+}
+
+// 7. Temporaries of killed writes ----------------------------------------------------------
+
+#[test]
+fn stale_temporaries_beside_an_output_are_removed_and_live_ones_kept() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = trajectories(tmp.path(), &[1.0, 0.0]);
+    let output = tmp.path().join("out.jsonl");
+    let mut live = Command::new("sleep").arg("60").spawn().unwrap();
+    let stale = format!(".out.jsonl.gigpo-tmp-{}-AbCdEf.jsonl", ended_pid());
+    let running = format!(".out.jsonl.gigpo-tmp-{}-QwErTy.jsonl", live.id());
+    let foreign = ".out.jsonl.tmpXyZ123".to_string();
+    for name in [&stale, &running, &foreign] {
+        std::fs::write(tmp.path().join(name), vec![0u8; 1 << 16]).unwrap();
+    }
+    let out = advantages(&input, &output, &[]);
+    let _ = live.kill();
+    let _ = live.wait();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mut expected = vec![foreign, running, "in.jsonl".into(), "out.jsonl".into()];
+    expected.sort();
+    assert_eq!(names_in(tmp.path()), expected);
+}
+
+// 8. Serving over capacity and idle sessions ------------------------------------------------
+
+/// `gigpo env serve` on a free port; the child and its `ws://` address.
+fn serve(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child = gigpo()
+        .args(["env", "serve", "sokoban", "--port", "0"])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line.trim().trim_start_matches("listening on http://").to_string();
+    (child, format!("ws://{addr}"))
+}
+
+fn remote(url: &str) -> gigpo_env::remote::RemoteEnv {
+    let mut spec = gigpo_env::remote::RemoteSpec::new(url.parse().unwrap());
+    spec.timeout_s = 10.0;
+    spec.connect_timeout_s = 10.0;
+    gigpo_env::remote::RemoteEnv::connect(&spec).unwrap()
+}
+
+#[test]
+fn serve_refuses_sessions_over_capacity_clearly_and_closes_idle_ones() {
+    use gigpo_env::Environment;
+    let (mut server, url) = serve(&["--max-sessions", "1", "--idle-timeout", "1"]);
+    let mut first = remote(&url);
+    first.reset(0).unwrap();
+    for _ in 0..5 {
+        let mut extra = remote(&url);
+        let e = extra.reset(0).unwrap_err().to_string();
+        assert!(e.contains("CAPACITY_REACHED"), "{e}");
+    }
+    // After a second without a message the first session is closed and its slot is free.
+    std::thread::sleep(Duration::from_millis(1600));
+    let mut second = remote(&url);
+    let reset = second.reset(0);
+    // The first session's episode is gone: its next step says why.
+    let e = first.step("<action>up</action>").unwrap_err().to_string();
+    let _ = server.kill();
+    let _ = server.wait();
+    reset.unwrap();
+    assert!(e.contains("without a message"), "{e}");
+}
+
+// 9. Errors that name the thing ------------------------------------------------------------
+
+#[test]
+fn trajectory_files_with_bad_bytes_or_a_byte_order_mark() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = std::fs::read_to_string(trajectories(tmp.path(), &[1.0, 0.0])).unwrap();
+    let input = tmp.path().join("bad.jsonl");
+    let output = tmp.path().join("out.jsonl");
+    let mut bytes = good.clone().into_bytes();
+    bytes.extend_from_slice(b"{\"group\": \"\xff\"}\n");
+    std::fs::write(&input, bytes).unwrap();
+    let out = advantages(&input, &output, &[]);
+    assert_clean_failure(&out, &["bad.jsonl line 3", "UTF-8"]);
+
+    std::fs::write(&input, format!("\u{feff}{good}")).unwrap();
+    let out = advantages(&input, &output, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(&output).unwrap().lines().count(), 2);
+
+    std::fs::write(&input, format!("{good}{{\"group\": }}\n")).unwrap();
+    let out = advantages(&input, &output, &[]);
+    assert_clean_failure(&out, &["bad.jsonl line 3: column 11: expected value"]);
+}
+
+#[test]
+fn diagnostics_to_standard_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = trajectories(tmp.path(), &[1.0, 0.0]);
+    let output = tmp.path().join("out.jsonl");
+    let out = run(gigpo()
+        .current_dir(tmp.path())
+        .args(["advantages", "-i"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .args(["--diagnostics", "-"]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let diagnostics: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(diagnostics["trajectories"], 2);
+    assert!(!tmp.path().join("-").exists());
+    let out = advantages(&input, Path::new("-"), &["--diagnostics", "-"]);
+    assert_clean_failure(&out, &["--output", "--diagnostics", "standard output"]);
+}
+
+#[test]
+fn bad_sampling_and_device_settings_name_the_field() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("run");
+    let train = |set: &str| {
+        run(gigpo()
+            .args(["train", "--quiet", "--set", set, "--run-dir"])
+            .arg(&run_dir))
+    };
+    let out = train("rollout.top_p=0");
+    assert_clean_failure(&out, &["rollout.top_p", "(0, 1]"]);
+    assert!(!run_dir.exists(), "a run directory was left behind");
+    let out = train("model.device=\"gpu\"");
+    assert_clean_failure(&out, &["model.device", "\"gpu\": expected cpu, cuda or cuda:N"]);
+    assert!(!stderr(&out).contains("variant"), "{}", stderr(&out));
+    assert!(!run_dir.exists(), "a run directory was left behind");
+    let out = run(gigpo().args(["train", "--print-config", "--set", "model.device=\"cuda:1\""]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("cuda = 1"));
+}
+
+#[test]
+fn a_level_file_far_too_large_is_refused_unread() {
+    let tmp = tempfile::tempdir().unwrap();
+    let big = tmp.path().join("big.txt");
+    std::fs::File::create(&big)
+        .unwrap()
+        .set_len(3_000_000)
+        .unwrap();
+    let out = run(gigpo().args(["env", "show", "sokoban", "--level"]).arg(&big));
+    assert_clean_failure(&out, &["big.txt", "3000000 bytes"]);
+}
+
+#[test]
+fn plot_into_a_missing_directory_names_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run_dir = tmp.path().join("d");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::fs::write(run_dir.join("metrics.jsonl"), "{\"iteration\":0,\"loss/pg\":1}\n").unwrap();
+    let out = run(gigpo()
+        .arg("plot")
+        .arg(&run_dir)
+        .args(["--out", "/missing/dir/p.png"]));
+    assert_clean_failure(&out, &["/missing/dir"]);
+}
+
+/// Runs `gigpo ARGS` with writes limited to about 20 kB (`ulimit -f 40`: 512- or 1024-byte
+/// blocks, by shell), so that a larger file fails as on a full disk.
+#[cfg(unix)]
+fn with_small_file_limit(args: &[&std::ffi::OsStr]) -> Output {
+    run(Command::new("sh")
+        .arg("-c")
+        .arg("trap '' XFSZ; ulimit -f 40; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_gigpo"))
+        .args(args))
+}
+
+#[cfg(unix)]
+#[test]
+fn a_write_that_fails_midway_is_reported_once_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("tiny.toml");
+    std::fs::write(&config, TINY_RUN).unwrap();
+    let run_dir = tmp.path().join("run");
+    let os = |s: &str| std::ffi::OsString::from(s);
+    let out = with_small_file_limit(&[
+        &os("train"),
+        &os("--quiet"),
+        &os("--config"),
+        config.as_os_str(),
+        &os("--run-dir"),
+        run_dir.as_os_str(),
+    ]);
+    assert_clean_failure(&out, &["trainable.safetensors", "File too large"]);
+    assert_eq!(stderr(&out).matches("File too large").count(), 1);
+    // The metrics written before stay; the checkpoint's temporary does not.
+    let metrics = std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+    assert!(metrics.contains("\"iteration\":1"), "{metrics}");
+    assert_eq!(names_in(&run_dir.join("checkpoints")), Vec::<String>::new());
+
+    let png = tmp.path().join("p.png");
+    let out = with_small_file_limit(&[
+        &os("plot"),
+        run_dir.as_os_str(),
+        &os("--out"),
+        png.as_os_str(),
+    ]);
+    assert_clean_failure(&out, &["p.png", "File too large"]);
+    assert!(!stderr(&out).contains("ImageError"), "{}", stderr(&out));
 }

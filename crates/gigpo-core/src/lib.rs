@@ -25,6 +25,7 @@ pub mod error;
 pub mod estimate;
 pub mod grouping;
 pub mod ids;
+pub mod jsonl;
 pub mod normalize;
 pub mod similarity;
 
@@ -34,3 +35,4 @@ pub use diagnostics::Diagnostics;
 pub use error::AdvantageError;
 pub use estimate::{compute, Advantages, StepAdvantage};
 pub use ids::{AnchorId, GroupId, StepGroupId, TrajId};
+pub use jsonl::{read_trajectories, StepLine, TrajectoryFileError, TrajectoryLine};

@@ -244,6 +244,7 @@ fn main() {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         max_sessions: 1024,
         max_message_bytes: 1 << 20,
+        ..ServeOptions::default()
     };
     let server = Server::start(trivial_factory(), options).expect("server");
     let ws = spec(&format!("ws://{}", server.local_addr()));

@@ -416,8 +416,7 @@ impl FrozenLake {
 
 /// Reads a map file, naming the file in any error.
 pub fn load_map(path: &Path) -> Result<Lake, EnvError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EnvError::Io(format!("reading map file {}: {e}", path.display())))?;
+    let text = crate::gridfile::read(path, "map file")?;
     Lake::parse(&text).map_err(|e| match e {
         EnvError::Config(m) => EnvError::Config(format!("map file {}: {m}", path.display())),
         other => other,

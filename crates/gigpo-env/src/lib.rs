@@ -4,6 +4,7 @@
 pub mod action;
 pub mod env;
 pub mod frozenlake;
+pub mod gridfile;
 pub mod levels;
 pub mod pool;
 pub mod remote;

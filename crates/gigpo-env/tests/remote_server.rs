@@ -21,10 +21,19 @@ fn walk_factory() -> EnvFactory {
 }
 
 fn start(max_sessions: usize, max_message_bytes: usize) -> Server {
+    start_with_idle(max_sessions, max_message_bytes, None)
+}
+
+fn start_with_idle(
+    max_sessions: usize,
+    max_message_bytes: usize,
+    idle_timeout: Option<Duration>,
+) -> Server {
     let options = ServeOptions {
         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         max_sessions,
         max_message_bytes,
+        idle_timeout,
     };
     Server::start(walk_factory(), options).unwrap()
 }
@@ -191,6 +200,153 @@ fn malformed_messages_get_error_replies_and_the_session_goes_on() {
     assert_eq!(replies[0], Err("closed 1009".to_string()), "{replies:?}");
     let mut env = RemoteEnv::connect(&client_spec(&server)).unwrap();
     play_walk(&mut env, 1);
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<
+    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+>;
+
+async fn open_session(addr: SocketAddr) -> Socket {
+    let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))
+        .await
+        .unwrap();
+    socket
+}
+
+/// Everything the server sends until the connection ends, as `text CODE` for error frames,
+/// `text TYPE` for other text, `close CODE`, or `error: ...` for a transport error (a reset).
+async fn frames_until_the_end(socket: &mut Socket) -> Vec<String> {
+    let mut seen = Vec::new();
+    loop {
+        let next = tokio::time::timeout(Duration::from_secs(10), socket.next()).await;
+        let item = match next {
+            Err(_) => {
+                seen.push("no frame within 10 s".into());
+                return seen;
+            }
+            Ok(None) => return seen,
+            Ok(Some(item)) => item,
+        };
+        seen.push(match item {
+            Ok(Message::Text(t)) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("error") => format!("text {}", v["data"]["code"].as_str().unwrap()),
+                    other => format!("text {other:?}"),
+                }
+            }
+            Ok(Message::Close(frame)) => {
+                format!("close {}", frame.map(|f| u16::from(f.code)).unwrap_or(0))
+            }
+            Ok(other) => format!("{other:?}"),
+            Err(e) => {
+                seen.push(format!("error: {e}"));
+                return seen;
+            }
+        });
+    }
+}
+
+#[test]
+fn a_client_over_capacity_reads_the_error_frame_and_a_clean_close() {
+    let server = start(2, 1 << 20);
+    let addr = server.local_addr();
+    block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut socket = open_session(addr).await;
+            socket
+                .send(Message::text(json!({"type": "reset"}).to_string()))
+                .await
+                .unwrap();
+            assert!(matches!(socket.next().await, Some(Ok(Message::Text(_)))));
+            held.push(socket);
+        }
+        // Clients that write at once (as the stock client does) must still read the error.
+        for attempt in 0..20 {
+            let mut socket = open_session(addr).await;
+            let reset = json!({"type": "reset", "data": {"seed": attempt}}).to_string();
+            let _ = socket.send(Message::text(reset)).await;
+            let seen = frames_until_the_end(&mut socket).await;
+            assert_eq!(
+                seen,
+                ["text CAPACITY_REACHED", "close 1013"],
+                "attempt {attempt}"
+            );
+        }
+        // The refused connections held no slot: closing one session lets the next one in.
+        let mut first = held.remove(0);
+        first.close(None).await.unwrap();
+        let _ = frames_until_the_end(&mut first).await;
+        let mut served = false;
+        for _ in 0..50 {
+            let mut socket = open_session(addr).await;
+            socket
+                .send(Message::text(json!({"type": "reset"}).to_string()))
+                .await
+                .unwrap();
+            if let Some(Ok(Message::Text(t))) = socket.next().await {
+                if t.as_str().contains("observation") {
+                    served = true;
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(served, "the freed slot was never given out");
+    });
+}
+
+#[test]
+fn idle_sessions_are_closed_and_free_their_slot() {
+    let server = start_with_idle(1, 1 << 20, Some(Duration::from_millis(500)));
+    let addr = server.local_addr();
+    block_on(async {
+        let mut idle = open_session(addr).await;
+        idle.send(Message::text(json!({"type": "reset"}).to_string()))
+            .await
+            .unwrap();
+        assert!(matches!(idle.next().await, Some(Ok(Message::Text(_)))));
+        // Pings keep the connection alive but not the session.
+        idle.send(Message::Ping(vec![1].into())).await.unwrap();
+        let started = std::time::Instant::now();
+        let seen = frames_until_the_end(&mut idle).await;
+        let seen: Vec<&str> = seen
+            .iter()
+            .map(String::as_str)
+            .filter(|f| !f.starts_with("Pong"))
+            .collect();
+        assert_eq!(seen, ["text SESSION_ERROR", "close 1001"]);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Its slot is free again.
+        let mut next = open_session(addr).await;
+        next.send(Message::text(json!({"type": "reset"}).to_string()))
+            .await
+            .unwrap();
+        match next.next().await {
+            Some(Ok(Message::Text(t))) => assert!(t.as_str().contains("observation"), "{t}"),
+            other => panic!("{other:?}"),
+        }
+    });
+}
+
+#[test]
+fn our_client_reopens_a_session_the_server_closed_while_idle() {
+    let server = start_with_idle(4, 1 << 20, Some(Duration::from_millis(300)));
+    let mut env = RemoteEnv::connect(&client_spec(&server)).unwrap();
+    play_walk(&mut env, 0);
+    std::thread::sleep(Duration::from_millis(800));
+    // A reset needs nothing of the old session: a new one is opened.
+    play_walk(&mut env, 1);
+    env.reset(2).unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    // A step needs the episode the server dropped: a clear error, then resets work again.
+    let message = remote_message(env.step("<action>right</action>").unwrap_err());
+    assert!(
+        message.contains("SESSION_ERROR") && message.contains("without a message"),
+        "{message}"
+    );
+    play_walk(&mut env, 3);
 }
 
 #[test]

@@ -4,9 +4,12 @@
 //! The rules, shared by every file this workspace writes (see `docs/formats.md`):
 //!
 //! - The new content goes to a temporary file (or directory) in the target's directory, named
-//!   `.NAME.XXXXXX.tmp` (a file keeps its extension after that: `.curves.png.XXXXXX.tmp.png`),
-//!   is flushed to disk, and is renamed over the target; the directory is flushed after the
-//!   rename. A failed write removes its temporary.
+//!   `.NAME.gigpo-tmp-PID-XXXXXX` (PID: the writing process; a file keeps its extension after
+//!   that: `.curves.png.gigpo-tmp-PID-XXXXXX.png`), is flushed to disk, and is renamed over the
+//!   target; the directory is flushed after the rename. A failed write removes its temporary.
+//! - A write that was killed leaves its temporary behind. Every write first removes, from the
+//!   directory it writes into, the temporaries of this kind whose process no longer runs
+//!   ([`remove_stale_temporaries`]); nothing else in the directory is touched.
 //! - A symbolic link is written through: the file it points to is replaced and the link stays.
 //!   A link to nothing is refused.
 //! - A target that exists but is not a regular file (a directory where a file is expected, a
@@ -117,19 +120,116 @@ fn existing_parent(path: &Path) -> Result<PathBuf, WriteError> {
     }
 }
 
-fn temp_prefix(path: &Path) -> String {
-    let name = path
-        .file_name()
+/// Marks a temporary file or directory of an unfinished write.
+const TEMP_MARK: &str = ".gigpo-tmp-";
+/// Marks an older directory moved aside while a new one is renamed into place.
+const ASIDE_MARK: &str = ".gigpo-old-";
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    format!(".{name}.")
+        .unwrap_or_default()
 }
 
-/// `.tmp`, plus the target's extension so that writers choosing a format by it still can.
+/// `.NAME.gigpo-tmp-PID-`: the random part follows.
+fn temp_prefix(path: &Path) -> String {
+    format!(".{}{TEMP_MARK}{}-", file_name(path), std::process::id())
+}
+
+/// The target's extension, so that writers choosing a format by it still can.
 fn temp_suffix(path: &Path) -> String {
     match path.extension() {
-        Some(ext) => format!(".tmp.{}", ext.to_string_lossy()),
-        None => ".tmp".into(),
+        Some(ext) => format!(".{}", ext.to_string_lossy()),
+        None => String::new(),
+    }
+}
+
+/// `.NAME.gigpo-old-PID`: where an existing directory waits while its replacement moves in.
+fn aside_name(path: &Path) -> String {
+    format!(".{}{ASIDE_MARK}{}", file_name(path), std::process::id())
+}
+
+/// What a directory entry left by a write is: the PID of its writer, and for a directory moved
+/// aside, the name of the target it belongs to.
+enum Leftover {
+    Temporary { pid: u32 },
+    Aside { pid: u32, target: String },
+}
+
+/// Recognises the names [`temp_prefix`] and [`aside_name`] make; anything else is `None`.
+fn leftover(name: &str) -> Option<Leftover> {
+    let rest = name.strip_prefix('.')?;
+    let (target, after, aside) = match rest.rfind(TEMP_MARK) {
+        Some(i) => (&rest[..i], &rest[i + TEMP_MARK.len()..], false),
+        None => {
+            let i = rest.rfind(ASIDE_MARK)?;
+            (&rest[..i], &rest[i + ASIDE_MARK.len()..], true)
+        }
+    };
+    let digits = after.split('-').next()?;
+    if target.is_empty() || digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let pid = digits.parse().ok()?;
+    if aside {
+        // Made whole by `aside_name`: nothing may follow the PID.
+        (digits.len() == after.len()).then(|| Leftover::Aside {
+            pid,
+            target: target.to_string(),
+        })
+    } else {
+        (after.len() > digits.len() + 1).then_some(Leftover::Temporary { pid })
+    }
+}
+
+/// Whether process `pid` runs on this machine. Where that cannot be told (no `/proc`), every
+/// process counts as running, so that nothing is removed.
+fn process_runs(pid: u32) -> bool {
+    if pid == std::process::id() {
+        return true;
+    }
+    let proc = Path::new("/proc");
+    !proc.join("self").exists() || proc.join(pid.to_string()).exists()
+}
+
+/// Removes from `dir` what writes of processes that no longer run left behind: temporary files
+/// and directories (`.NAME.gigpo-tmp-PID-XXXXXX`), and directories moved aside
+/// (`.NAME.gigpo-old-PID`), which are removed when `NAME` exists and otherwise renamed back to
+/// `NAME` (the write stopped between moving the old directory aside and moving the new one in).
+/// Temporaries of running processes and every other entry are left alone. Best effort: what
+/// cannot be removed stays. Returns what was removed or restored.
+pub fn remove_stale_temporaries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut done = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let path = entry.path();
+        let cleaned = match leftover(&name) {
+            Some(Leftover::Temporary { pid }) if !process_runs(pid) => remove_entry(&path),
+            Some(Leftover::Aside { pid, target }) if !process_runs(pid) => {
+                let target = dir.join(target);
+                match fs::symlink_metadata(&target) {
+                    Ok(_) => remove_entry(&path),
+                    Err(_) => fs::rename(&path, &target).is_ok(),
+                }
+            }
+            _ => false,
+        };
+        if cleaned {
+            done.push(path);
+        }
+    }
+    done
+}
+
+/// Removes a file, a link or a whole directory; whether it worked.
+fn remove_entry(path: &Path) -> bool {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path).is_ok(),
+        Ok(_) => fs::remove_file(path).is_ok(),
+        Err(_) => false,
     }
 }
 
@@ -148,6 +248,7 @@ pub fn atomic_file<E: From<WriteError>>(
         }
     }
     let parent = existing_parent(&target)?;
+    remove_stale_temporaries(&parent);
     let (prefix, suffix) = (temp_prefix(&target), temp_suffix(&target));
     let tmp = temp_builder(&prefix, &suffix, false)
         .tempfile_in(&parent)
@@ -187,8 +288,9 @@ pub fn atomic_dir<E: From<WriteError>>(
         }
     }
     let parent = existing_parent(&target)?;
+    remove_stale_temporaries(&parent);
     let prefix = temp_prefix(&target);
-    let tmp = temp_builder(&prefix, ".tmp", true)
+    let tmp = temp_builder(&prefix, "", true)
         .tempdir_in(&parent)
         .map_err(|e| WriteError::new("create a temporary directory in", &parent, e))?;
     fill(tmp.path())?;
@@ -204,10 +306,7 @@ pub fn atomic_dir<E: From<WriteError>>(
 
 /// Renames `tmp` to `target`, moving an existing `target` aside first and removing it after.
 fn replace_dir(tmp: &Path, target: &Path, exists: bool, parent: &Path) -> Result<(), WriteError> {
-    let aside = exists.then(|| {
-        let name = temp_prefix(target);
-        parent.join(format!("{name}old-{}.tmp", std::process::id()))
-    });
+    let aside = exists.then(|| parent.join(aside_name(target)));
     if let Some(aside) = &aside {
         if let Err(e) = fs::rename(target, aside) {
             let _ = fs::remove_dir_all(tmp);
@@ -386,6 +485,92 @@ mod tests {
         assert!(err.is_err());
         assert_eq!(fs::read_to_string(&path).unwrap(), "old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    /// The PID of a process that has ended.
+    fn ended_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn temporaries_are_named_by_target_and_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("curves.png");
+        let seen = std::cell::RefCell::new(String::new());
+        atomic_file(&path, |tmp| {
+            *seen.borrow_mut() = tmp.file_name().unwrap().to_string_lossy().into_owned();
+            write_bytes(tmp, b"png")
+        })
+        .unwrap();
+        let name = seen.into_inner();
+        let prefix = format!(".curves.png.gigpo-tmp-{}-", std::process::id());
+        assert!(name.starts_with(&prefix) && name.ends_with(".png"), "{name}");
+        assert!(matches!(leftover(&name), Some(Leftover::Temporary { .. })));
+        assert_eq!(names(dir.path()), ["curves.png"]);
+    }
+
+    #[test]
+    fn a_write_removes_stale_temporaries_and_only_those() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = ended_pid();
+        let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let stale_file = format!(".out.jsonl.gigpo-tmp-{dead}-a1B2c3.jsonl");
+        let stale_dir = format!(".iter-3.gigpo-tmp-{dead}-Zz9yY8");
+        let running = format!(".out.jsonl.gigpo-tmp-{}-q1w2e3.jsonl", live.id());
+        let ours = format!(".other.gigpo-tmp-{}-r4t5y6", std::process::id());
+        let foreign = [
+            ".out.jsonl.tmp".to_string(),
+            ".out.jsonl.gigpo-tmp-abc-def".to_string(),
+            format!(".gigpo-tmp-{dead}-abcdef"),
+            format!("notes.gigpo-tmp-{dead}-abcdef"),
+            "out.jsonl.bak".to_string(),
+        ];
+        for name in [&stale_file, &running, &ours].into_iter().chain(&foreign) {
+            fs::write(dir.path().join(name), "x").unwrap();
+        }
+        fs::create_dir(dir.path().join(&stale_dir)).unwrap();
+        fs::write(dir.path().join(&stale_dir).join("trainable.safetensors"), "x").unwrap();
+
+        write_bytes(&dir.path().join("out.jsonl"), b"new").unwrap();
+        let _ = live.kill();
+        let _ = live.wait();
+
+        let mut expected: Vec<String> = foreign.to_vec();
+        expected.extend([running, ours, "out.jsonl".to_string()]);
+        expected.sort();
+        assert_eq!(names(dir.path()), expected);
+    }
+
+    #[test]
+    fn a_directory_left_aside_is_removed_or_restored() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = ended_pid();
+        // The new `model` is in place: the old one moved aside is removed.
+        fs::create_dir(dir.path().join("model")).unwrap();
+        fs::create_dir(dir.path().join(format!(".model.gigpo-old-{dead}"))).unwrap();
+        // `ckpt` never came back: the one moved aside is all there is, and is restored.
+        let aside = dir.path().join(format!(".ckpt.gigpo-old-{dead}"));
+        fs::create_dir(&aside).unwrap();
+        fs::write(aside.join("state.json"), "{}").unwrap();
+        let done = remove_stale_temporaries(dir.path());
+        assert_eq!(done.len(), 2);
+        assert_eq!(names(dir.path()), ["ckpt", "model"]);
+        assert_eq!(
+            fs::read_to_string(dir.path().join("ckpt/state.json")).unwrap(),
+            "{}"
+        );
     }
 
     #[test]

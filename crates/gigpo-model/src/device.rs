@@ -1,13 +1,14 @@
 //! Choosing where tensors live.
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize};
 
 use crate::error::{ModelError, Result};
 
 pub use candle_core::Device;
 
-/// Which device to run on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which device to run on. Read from `"cpu"`, `"cuda"`, `"cuda:N"` or `{cuda = N}`; written as
+/// `"cpu"` or `{cuda = N}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DeviceChoice {
     /// The CPU (always available; f32).
@@ -52,5 +53,57 @@ impl std::str::FromStr for DeviceChoice {
                     ModelError::arg("device", format!("{s:?}: expected cpu, cuda or cuda:N"))
                 }),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for DeviceChoice {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        use serde::de::Error;
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Form {
+            Text(String),
+            Table { cuda: usize },
+        }
+        match Form::deserialize(d) {
+            Ok(Form::Text(s)) => s
+                .parse()
+                .map_err(|_| D::Error::custom(format!("{s:?}: expected cpu, cuda or cuda:N"))),
+            Ok(Form::Table { cuda }) => Ok(DeviceChoice::Cuda(cuda)),
+            Err(_) => Err(D::Error::custom("expected \"cpu\", \"cuda\" or \"cuda:N\"")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, Deserialize, Serialize)]
+    struct Doc {
+        device: DeviceChoice,
+    }
+
+    fn read(text: &str) -> std::result::Result<DeviceChoice, String> {
+        serde_json::from_str::<Doc>(text)
+            .map(|d| d.device)
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn reads_names_and_the_written_form() {
+        assert_eq!(read(r#"{"device":"cpu"}"#), Ok(DeviceChoice::Cpu));
+        assert_eq!(read(r#"{"device":"cuda"}"#), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!(read(r#"{"device":"cuda:1"}"#), Ok(DeviceChoice::Cuda(1)));
+        assert_eq!(read(r#"{"device":{"cuda":2}}"#), Ok(DeviceChoice::Cuda(2)));
+        let written = serde_json::to_string(&Doc {
+            device: DeviceChoice::Cuda(3),
+        })
+        .unwrap();
+        assert_eq!(read(&written), Ok(DeviceChoice::Cuda(3)));
+        let e = read(r#"{"device":"gpu"}"#).unwrap_err();
+        assert!(e.contains("\"gpu\": expected cpu, cuda or cuda:N"), "{e}");
+        let e = read(r#"{"device":7}"#).unwrap_err();
+        assert!(e.contains("expected \"cpu\""), "{e}");
     }
 }

@@ -21,6 +21,49 @@ pub(crate) fn read_json(path: &Path) -> Result<serde_json::Value> {
     })
 }
 
+/// Reads every tensor of a safetensors file onto `device`. A file that is not one (empty,
+/// truncated, a header that does not parse) is an error naming it.
+pub fn read_safetensors(
+    path: &Path,
+    device: &candle_core::Device,
+) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    candle_core::safetensors::load(path, device).map_err(|e| {
+        let reason = match io_reason(e) {
+            io if io.kind() != std::io::ErrorKind::Other => io,
+            other => std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("not a complete safetensors file ({other})"),
+            ),
+        };
+        ModelError::io("read", path, reason)
+    })
+}
+
+/// Writes `tensors` to a safetensors file at `path` (not atomically: callers write into a
+/// temporary). A failure is an error naming the file.
+pub fn write_safetensors<K: AsRef<str> + Ord + std::fmt::Display>(
+    tensors: &std::collections::HashMap<K, candle_core::Tensor>,
+    path: &Path,
+) -> Result<()> {
+    candle_core::safetensors::save(tensors, path)
+        .map_err(|e| ModelError::io("write", path, io_reason(e)))
+}
+
+/// The operating system's error behind a candle error, or the candle error as one.
+fn io_reason(e: candle_core::Error) -> std::io::Error {
+    if let candle_core::Error::Io(io) = e {
+        return io;
+    }
+    let mut cause: Option<&dyn std::error::Error> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            return std::io::Error::new(io.kind(), io.to_string());
+        }
+        cause = c.source();
+    }
+    std::io::Error::other(e.to_string())
+}
+
 /// Writes `bytes` to `path` and flushes it to disk.
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     let mut f = fs::File::create(path).map_err(|e| ModelError::io("create", path, e))?;

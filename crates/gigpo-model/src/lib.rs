@@ -58,6 +58,7 @@ pub use candle_core::{backprop::GradStore, Tensor, Var};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, TinyConfig};
 pub use device::{Device, DeviceChoice};
 pub use error::{ModelError, Result};
+pub use fsutil::{read_safetensors, write_safetensors};
 pub use generate::row_seed;
 pub use gguf::convert_gguf;
 pub use limits::{MAX_LAYERS, MAX_TOKENS, MAX_WIDTH};

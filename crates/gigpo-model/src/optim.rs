@@ -192,7 +192,7 @@ impl AdamW {
             "step".into(),
             Tensor::new(&[self.step as i64], &candle_core::Device::Cpu)?,
         );
-        atomic_file(path, |tmp| Ok(candle_core::safetensors::save(&map, tmp)?))
+        atomic_file(path, |tmp| crate::fsutil::write_safetensors(&map, tmp))
     }
 
     /// Restores what [`AdamW::save_state`] wrote; names and shapes must match.
@@ -203,7 +203,7 @@ impl AdamW {
                 what: "the optimizer state",
             });
         }
-        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu)?;
+        let map = crate::fsutil::read_safetensors(path, &candle_core::Device::Cpu)?;
         let mismatch = |message: String| ModelError::Mismatch {
             path: path.to_path_buf(),
             message,

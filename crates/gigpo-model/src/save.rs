@@ -7,7 +7,7 @@ use candle_core::{DType, Tensor};
 
 use crate::atomic::atomic_dir;
 use crate::error::{ModelError, Result};
-use crate::fsutil::{read_json, write_file};
+use crate::fsutil::{read_json, write_file, write_safetensors as write_safetensors_file};
 use crate::lora::{LoraConfig, TargetModule};
 use crate::policy::Policy;
 
@@ -102,7 +102,7 @@ impl Policy {
             .collect();
         let map: HashMap<String, Tensor> = tensors.into_iter().collect();
         let path = dir.join("adapter_model.safetensors");
-        candle_core::safetensors::save(&map, &path)?;
+        write_safetensors_file(&map, &path)?;
         let targets: Vec<&str> = cfg.target_modules.iter().map(|t| t.name()).collect();
         let json = serde_json::json!({
             "peft_type": "LORA",
@@ -144,7 +144,7 @@ impl Policy {
                 "the model has no LoRA adapter to load into",
             ));
         }
-        let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu)?;
+        let tensors = crate::fsutil::read_safetensors(&path, &candle_core::Device::Cpu)?;
         for (name, var) in &self.trainable {
             let t = tensors.get(name).ok_or_else(|| ModelError::MissingWeight {
                 name: name.clone(),
@@ -241,10 +241,7 @@ fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
             .iter()
             .map(|(n, t)| (n.as_str(), t.clone()))
             .collect();
-        return Ok(candle_core::safetensors::save(
-            &map,
-            dir.join("model.safetensors"),
-        )?);
+        return write_safetensors_file(&map, &dir.join("model.safetensors"));
     }
     let n = shards.len();
     let mut weight_map = serde_json::Map::new();
@@ -256,7 +253,7 @@ fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
         let map: HashMap<&str, Tensor> =
             shard.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-        candle_core::safetensors::save(&map, dir.join(&file))?;
+        write_safetensors_file(&map, &dir.join(&file))?;
         for (name, _) in shard {
             weight_map.insert(name.clone(), serde_json::json!(file));
         }

@@ -64,7 +64,7 @@ pub fn save(
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().to_dtype(DType::F32)?)))
             .collect::<Result<_>>()?;
-        candle_core::safetensors::save(&map, tmp.join("trainable.safetensors"))?;
+        gigpo_model::write_safetensors(&map, &tmp.join("trainable.safetensors"))?;
         opt.save_state(&tmp.join("optimizer.safetensors"))?;
         let json = serde_json::to_string_pretty(state).map_err(|e| TrainError::io(tmp, e))?;
         write_atomic(&tmp.join("state.json"), json.as_bytes())?;
@@ -79,6 +79,14 @@ pub fn save(
     })?;
     prune(run_dir, keep)?;
     Ok(dir)
+}
+
+/// Removes what killed writes left in the run directory and in its `checkpoints/` (see
+/// [`gigpo_model::atomic::remove_stale_temporaries`]).
+pub fn remove_stale_temporaries(run_dir: &Path) {
+    for dir in [run_dir.to_path_buf(), run_dir.join("checkpoints")] {
+        gigpo_model::atomic::remove_stale_temporaries(&dir);
+    }
 }
 
 /// Checkpoints of a run, oldest first, as (iteration, directory).
@@ -123,6 +131,28 @@ pub fn read_state(dir: &Path) -> Result<TrainState> {
     })
 }
 
+/// Checks that `state.json` of checkpoint `iter-n` says `n` iterations, and that the run,
+/// configured for `iterations`, has not gone past them.
+pub fn check_iteration(dir: &Path, n: usize, state: &TrainState, iterations: usize) -> Result<()> {
+    let fail = |message: String| TrainError::Checkpoint {
+        path: dir.join("state.json"),
+        message,
+    };
+    if state.iteration != n {
+        return Err(fail(format!(
+            "`iteration` is {}, but the checkpoint is iter-{n}",
+            state.iteration
+        )));
+    }
+    if n > iterations {
+        return Err(fail(format!(
+            "{n} iterations are done, more than the run's `iterations` = {iterations}; \
+             give at least {n} to resume"
+        )));
+    }
+    Ok(())
+}
+
 /// Overwrites the policy's trainable variables with the checkpoint's; names and shapes must
 /// match.
 pub fn load_trainable(dir: &Path, policy: &Policy) -> Result<()> {
@@ -133,7 +163,7 @@ pub fn load_trainable(dir: &Path, policy: &Policy) -> Result<()> {
             message: "missing".into(),
         });
     }
-    let map = candle_core::safetensors::load(&path, policy.device())?;
+    let map = gigpo_model::read_safetensors(&path, policy.device())?;
     for (name, var) in policy.named_trainable_vars() {
         let t = map.get(name).ok_or_else(|| TrainError::Checkpoint {
             path: path.clone(),

@@ -515,9 +515,9 @@ impl TrainConfig {
             .as_table_mut()
             .ok_or_else(|| TrainError::config(path, "the parent is not a table"))?;
         table.insert(keys[keys.len() - 1].to_string(), parsed);
-        *self = doc.try_into().map_err(|e: toml::de::Error| {
-            TrainError::config(path, format!("{value:?}: {}", e.message()))
-        })?;
+        *self = doc
+            .try_into()
+            .map_err(|e: toml::de::Error| TrainError::config(path, e.message().to_string()))?;
         Ok(())
     }
 
@@ -763,11 +763,13 @@ impl TrainConfig {
                 format!("{} must be > 0", self.lr()),
             ));
         }
-        if !(self.eval.top_p > 0.0 && self.eval.top_p <= 1.0) {
-            return Err(TrainError::config(
-                "eval.top_p",
-                format!("{} must be in (0, 1]", self.eval.top_p),
-            ));
+        for (field, p) in [
+            ("rollout.top_p", self.rollout.top_p),
+            ("eval.top_p", self.eval.top_p),
+        ] {
+            if !(p > 0.0 && p <= 1.0) {
+                return Err(TrainError::config(field, format!("{p} must be in (0, 1]")));
+            }
         }
         if self.finetune() == Finetune::Full && self.model.lora.is_some() {
             return Err(TrainError::config(

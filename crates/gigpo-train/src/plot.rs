@@ -99,7 +99,7 @@ pub fn plot_runs(run_dirs: &[PathBuf], out: &Path) -> Result<Vec<String>> {
 /// whose points beyond [`PLOT_LIMIT`] were left out.
 pub fn draw(runs: &[RunCurves], panels: &[&str], out: &Path) -> Result<Vec<String>> {
     register();
-    gigpo_model::atomic::atomic_file(out, |tmp| render(runs, panels, tmp))?;
+    gigpo_model::atomic::atomic_file(out, |tmp| render(runs, panels, tmp, out))?;
     Ok(panels
         .iter()
         .filter_map(|m| {
@@ -109,20 +109,33 @@ pub fn draw(runs: &[RunCurves], panels: &[&str], out: &Path) -> Result<Vec<Strin
         .collect())
 }
 
-fn render(runs: &[RunCurves], panels: &[&str], out: &Path) -> Result<()> {
+/// Draws into the file `tmp`; errors name `target`, the file it becomes.
+fn render(runs: &[RunCurves], panels: &[&str], tmp: &Path, target: &Path) -> Result<()> {
     let cols = 3usize;
     let rows = panels.len().div_ceil(cols).max(1);
     let (w, h) = (1500u32, 380 * rows as u32 + 40);
-    let root = BitMapBackend::new(out, (w, h)).into_drawing_area();
-    root.fill(&WHITE).map_err(plot_err)?;
-    let (legend, body) = root.split_vertically(40);
-    draw_legend(&legend, runs)?;
-    let areas = body.split_evenly((rows, cols));
-    for (area, metric) in areas.iter().zip(panels) {
-        draw_panel(area, runs, metric)?;
+    let mut pixels = vec![0u8; w as usize * h as usize * 3];
+    {
+        let root = BitMapBackend::with_buffer(&mut pixels, (w, h)).into_drawing_area();
+        root.fill(&WHITE).map_err(plot_err)?;
+        let (legend, body) = root.split_vertically(40);
+        draw_legend(&legend, runs)?;
+        let areas = body.split_evenly((rows, cols));
+        for (area, metric) in areas.iter().zip(panels) {
+            draw_panel(area, runs, metric)?;
+        }
+        root.present().map_err(plot_err)?;
     }
-    root.present()
-        .map_err(|e| TrainError::Plot(format!("write {}: {e}", out.display())))
+    // Encoded here rather than by the backend, whose errors do not say what failed.
+    image::save_buffer_with_format(
+        tmp,
+        &pixels,
+        w,
+        h,
+        image::ColorType::Rgb8,
+        image::ImageFormat::Png,
+    )
+    .map_err(|e| TrainError::Plot(format!("cannot write {}: {e}", target.display())))
 }
 
 fn color(i: usize) -> RGBColor {

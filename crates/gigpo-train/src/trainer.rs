@@ -176,10 +176,12 @@ impl Trainer {
     /// there (`iterations` may be raised by `iterations`). A run stopped before its first
     /// checkpoint starts again from the beginning with the configuration it saved in
     /// `run_dir/config.toml`; its earlier `metrics.jsonl` is kept as
-    /// `metrics.before-restart-K.jsonl`.
+    /// `metrics.before-restart-K.jsonl`. Temporaries that killed writes left in the run
+    /// directory and in `checkpoints/` are removed first.
     pub fn resume(run_dir: &Path, iterations: Option<usize>) -> Result<Self> {
+        checkpoint::remove_stale_temporaries(run_dir);
         match checkpoint::list(run_dir)?.pop() {
-            Some((_, dir)) => Self::resume_from(run_dir, &dir, iterations),
+            Some((n, dir)) => Self::resume_from(run_dir, n, &dir, iterations),
             None => Self::restart(run_dir, iterations),
         }
     }
@@ -205,7 +207,12 @@ impl Trainer {
         Self::fresh(cfg)
     }
 
-    fn resume_from(run_dir: &Path, dir: &Path, iterations: Option<usize>) -> Result<Self> {
+    fn resume_from(
+        run_dir: &Path,
+        n: usize,
+        dir: &Path,
+        iterations: Option<usize>,
+    ) -> Result<Self> {
         let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
         cfg.run_dir = run_dir.to_path_buf();
         if let Some(n) = iterations {
@@ -213,6 +220,7 @@ impl Trainer {
         }
         cfg.validate()?;
         let state = checkpoint::read_state(dir)?;
+        checkpoint::check_iteration(dir, n, &state, cfg.iterations)?;
         let policy = initial_policy(&cfg)?;
         context::check(&cfg, &policy)?;
         // The reference is the initial policy, so take it before loading trained weights.

@@ -4,7 +4,10 @@
 //! Every WebSocket connection (every stdio session id) gets its own environment from the
 //! factory. Replies use the default field names of SPEC §5. A malformed message gets an OpenEnv
 //! error reply and the session goes on; a message over the size limit closes that connection
-//! (code 1009) and the server goes on.
+//! (code 1009) and the server goes on. A connection over `max_sessions` gets a
+//! `CAPACITY_REACHED` error frame and a close (code 1013); a session that sends nothing for
+//! `idle_timeout` gets a `SESSION_ERROR` frame and a close (code 1001). Both closes are full
+//! WebSocket closing handshakes, so the client reads the error before the connection ends.
 //!
 //! ```no_run
 //! use gigpo_env::remote::server::{EnvFactory, ServeOptions, Server};
@@ -29,6 +32,7 @@ use std::io::{BufRead, Write};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Makes one environment instance per session.
 pub type EnvFactory = Arc<dyn Fn() -> Result<Box<dyn Environment>, EnvError> + Send + Sync>;
@@ -42,7 +46,16 @@ pub struct ServeOptions {
     pub max_sessions: usize,
     /// Largest message accepted, in bytes. Default 16 MiB.
     pub max_message_bytes: usize,
+    /// A session that sends no message for this long is closed, freeing its slot (pings do
+    /// not count). `None`: never. Default 300 s.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// The default of [`ServeOptions::idle_timeout`], in seconds.
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 300;
+
+/// How long a closing connection waits for the client's half of the closing handshake.
+const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 impl Default for ServeOptions {
     fn default() -> Self {
@@ -50,6 +63,7 @@ impl Default for ServeOptions {
             addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 8000)),
             max_sessions: 1024,
             max_message_bytes: super::DEFAULT_MAX_MESSAGE_BYTES,
+            idle_timeout: Some(Duration::from_secs(DEFAULT_IDLE_TIMEOUT_S)),
         }
     }
 }
@@ -91,7 +105,7 @@ impl Session {
     /// Parse and answer one text message. Unreadable messages get `INVALID_JSON`, unknown types
     /// `UNKNOWN_TYPE`, malformed ones `VALIDATION_ERROR`.
     fn handle_text(&mut self, text: &str, metadata: &EnvMetadata) -> Option<ServerMessage> {
-        match parse_message(text) {
+        match decode_client_message(text) {
             Ok(message) => self.handle(message, metadata),
             Err(reply) => Some(reply),
         }
@@ -163,7 +177,9 @@ impl Session {
     }
 }
 
-fn parse_message(text: &str) -> Result<ClientMessage, ServerMessage> {
+/// Reads one client message as the server does. The error is the OpenEnv error reply the
+/// server sends: `INVALID_JSON`, `UNKNOWN_TYPE` or `VALIDATION_ERROR`.
+pub fn decode_client_message(text: &str) -> Result<ClientMessage, ServerMessage> {
     let value: Value = serde_json::from_str(text)
         .map_err(|e| ServerMessage::error(ErrorCode::InvalidJson, format!("Invalid JSON: {e}")))?;
     from_value(value)
@@ -309,8 +325,20 @@ async fn ws_route(
         .on_upgrade(move |socket| serve_socket(socket, state))
 }
 
-/// Releases a session slot when the connection ends.
+/// A session slot, released when the connection ends.
 struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    /// Takes a slot when fewer than `max` are taken.
+    fn take(active: &'a AtomicUsize, max: usize) -> Option<Self> {
+        active
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(active))
+    }
+}
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
@@ -319,31 +347,42 @@ impl Drop for Slot<'_> {
 }
 
 async fn serve_socket(mut socket: WebSocket, state: Arc<AppState>) {
-    let taken = state.active.fetch_add(1, Ordering::SeqCst);
-    let _slot = Slot(&state.active);
-    if taken >= state.options.max_sessions {
-        let message = format!(
-            "Server at capacity: {taken} active sessions, maximum {}",
-            state.options.max_sessions
-        );
-        let _ = send(
-            &mut socket,
-            &ServerMessage::error(ErrorCode::CapacityReached, message),
-        )
-        .await;
+    let max = state.options.max_sessions;
+    let Some(slot) = Slot::take(&state.active, max) else {
+        let message = format!("Server at capacity: all {max} sessions are in use");
+        let reply = ServerMessage::error(ErrorCode::CapacityReached, message);
+        end_session(&mut socket, &reply, 1013, "server at capacity").await;
         return;
-    }
+    };
     let number = state.sessions.fetch_add(1, Ordering::Relaxed) + 1;
     let env = match (state.factory)() {
         Ok(env) => env,
         Err(e) => {
+            drop(slot);
             let reply = ServerMessage::error(ErrorCode::FactoryError, e.to_string());
-            let _ = send(&mut socket, &reply).await;
+            end_session(&mut socket, &reply, 1011, "cannot create the environment").await;
             return;
         }
     };
     let mut session = Session::new(format!("session{number}"), env);
-    while let Some(frame) = socket.recv().await {
+    let idle = state.options.idle_timeout;
+    loop {
+        let frame = match next_frame(&mut socket, idle).await {
+            Next::Frame(frame) => frame,
+            Next::Ended => break,
+            Next::Idle(limit) => {
+                // The slot is free from now on, not only once the client has answered.
+                drop(session);
+                drop(slot);
+                let message = format!(
+                    "session closed after {} s without a message",
+                    limit.as_secs_f64()
+                );
+                let reply = ServerMessage::error(ErrorCode::SessionError, message);
+                end_session(&mut socket, &reply, 1001, "idle timeout").await;
+                return;
+            }
+        };
         let reply = match frame {
             Ok(Message::Text(text)) => {
                 let blocking = session.env.blocking_io();
@@ -379,6 +418,57 @@ async fn serve_socket(mut socket: WebSocket, state: Arc<AppState>) {
         }
     }
     let _ = socket.send(Message::Close(None)).await;
+}
+
+/// What waiting for the client's next frame gave.
+enum Next {
+    Frame(Result<Message, axum::Error>),
+    /// The connection ended.
+    Ended,
+    /// Nothing but pings for this long.
+    Idle(Duration),
+}
+
+/// The client's next frame, waiting at most `idle` for a message (pings and pongs do not
+/// reset the wait).
+async fn next_frame(socket: &mut WebSocket, idle: Option<Duration>) -> Next {
+    let Some(limit) = idle else {
+        return socket.recv().await.map_or(Next::Ended, Next::Frame);
+    };
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, socket.recv()).await {
+            Err(_) => return Next::Idle(limit),
+            Ok(None) => return Next::Ended,
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Ok(Some(frame)) => return Next::Frame(frame),
+        }
+    }
+}
+
+/// Ends a session the server will not serve further: sends `reply` (an OpenEnv error frame),
+/// then a close frame with `code`, and reads (and drops) what the client still sends until it
+/// answers the close or [`CLOSE_WAIT`] passes, so that the connection ends with a closing
+/// handshake rather than a reset that could discard the error before the client reads it.
+async fn end_session(socket: &mut WebSocket, reply: &ServerMessage, code: u16, reason: &str) {
+    if send(socket, reply).await.is_err() {
+        return;
+    }
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    if socket.send(Message::Close(Some(frame))).await.is_err() {
+        return;
+    }
+    let drain = async {
+        while let Some(Ok(frame)) = socket.recv().await {
+            if matches!(frame, Message::Close(_)) {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
 }
 
 async fn send(socket: &mut WebSocket, reply: &ServerMessage) -> Result<(), axum::Error> {
@@ -608,7 +698,7 @@ mod tests {
 
     #[test]
     fn parse_errors_are_openenv_error_replies() {
-        let code = |text: &str| match parse_message(text) {
+        let code = |text: &str| match decode_client_message(text) {
             Err(ServerMessage::Error { data }) => data.code,
             other => panic!("{other:?}"),
         };
@@ -616,7 +706,7 @@ mod tests {
         assert_eq!(code(r#"{"type":"fly"}"#), ErrorCode::UnknownType);
         assert_eq!(code(r#"{"type":"step"}"#), ErrorCode::ValidationError);
         assert_eq!(
-            parse_message(r#"{"type":"state"}"#).unwrap(),
+            decode_client_message(r#"{"type":"state"}"#).unwrap(),
             ClientMessage::State
         );
     }

@@ -3,11 +3,13 @@
 //! The server creates a fresh environment for each WebSocket connection and keeps it for the
 //! connection's lifetime, so an instance keeps its connection from episode to episode. After a
 //! fault (timeout, closed connection, unreadable reply) the connection is dropped, and the next
-//! call checks `GET /health` again and opens a new one.
+//! call checks `GET /health` again and opens a new one. A session the server ended while the
+//! client was not waiting for a reply (an idle timeout) is noticed before the next message: a
+//! reset opens a new session, any other message fails naming why the server ended it.
 
 use super::protocol::{ClientMessage, EnvMetadata, ServerMessage};
 use super::{http, RemoteSpec, WsAddress};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde_json::Value;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -120,6 +122,12 @@ impl WsLink {
                 self.max_message_bytes
             ));
         }
+        if let Some(why) = self.ended_by_server() {
+            self.abandon();
+            if !matches!(message, ClientMessage::Reset { .. }) {
+                return Err(why);
+            }
+        }
         let socket = self.open().await?;
         socket
             .send(Message::text(text))
@@ -148,6 +156,37 @@ impl WsLink {
                     })
                 }
                 Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            }
+        }
+    }
+
+    /// Whether the server has ended the open session since its last reply (it sends nothing
+    /// unasked but the error and close of an ended session), and why; reads only what has
+    /// already arrived.
+    fn ended_by_server(&mut self) -> Option<String> {
+        let socket = self.socket.as_mut()?;
+        let mut why = None;
+        loop {
+            match socket.next().now_or_never() {
+                None => return why,
+                Some(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
+                Some(Some(Ok(Message::Text(text)))) => {
+                    let said = match serde_json::from_str::<ServerMessage>(text.as_str()) {
+                        Ok(ServerMessage::Error { data }) => format!("{}: {}", data.code, data.message),
+                        _ => preview(text.as_str()),
+                    };
+                    why = Some(format!("the server ended the session ({said})"));
+                }
+                Some(Some(Ok(Message::Close(frame)))) => {
+                    let closed = match frame {
+                        Some(f) => format!("the server closed the session (code {}: {})", u16::from(f.code), f.reason),
+                        None => "the server closed the session".into(),
+                    };
+                    return Some(why.unwrap_or(closed));
+                }
+                Some(Some(Ok(Message::Binary(_)))) | Some(Some(Err(_))) | Some(None) => {
+                    return Some(why.unwrap_or_else(|| "the server closed the connection".into()))
+                }
             }
         }
     }

@@ -105,10 +105,9 @@ impl SokobanConfig {
     }
 }
 
-/// Reads a level file, naming the file in any error.
+/// Reads a level file, naming the file in any error (see [`crate::gridfile::read`]).
 pub fn load_level(path: &std::path::Path) -> Result<Room, EnvError> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| EnvError::Io(format!("reading level file {}: {e}", path.display())))?;
+    let text = crate::gridfile::read(path, "level file")?;
     let room = Room::parse(&text)
         .and_then(|room| room.check_playable().map(|()| room))
         .map_err(|e| EnvError::Config(format!("level file {}: {e}", path.display())))?;
