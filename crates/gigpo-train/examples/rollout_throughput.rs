@@ -124,7 +124,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Round 0 warms up (the server's first batches, the allocator); the rest are measured.
     let (mut tokens, mut prompt_tokens, mut seconds, mut episodes) = (0, 0, 0.0, 0);
     for round in 0..=args.rounds {
-        let seeds: Vec<u64> = (0..args.groups as u64).map(|g| 1000 * round as u64 + g).collect();
+        let seeds: Vec<u64> = (0..args.groups as u64)
+            .map(|g| 1000 * round as u64 + g)
+            .collect();
         let plan = RolloutPlan {
             env: &env,
             seeds: &seeds,

@@ -1114,7 +1114,13 @@ mod tests {
         }
         // The fields show in the written configuration and read back.
         let text = cfg.resolved().unwrap().to_toml().unwrap();
-        assert!(text.contains("backend = \"vllm\"") && text.contains("[rollout.vllm]"), "{text}");
-        assert_eq!(TrainConfig::from_toml(&text).unwrap(), cfg.resolved().unwrap());
+        assert!(
+            text.contains("backend = \"vllm\"") && text.contains("[rollout.vllm]"),
+            "{text}"
+        );
+        assert_eq!(
+            TrainConfig::from_toml(&text).unwrap(),
+            cfg.resolved().unwrap()
+        );
     }
 }

@@ -243,9 +243,7 @@ pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout>
                 Ok(gen) => sampled.push((turn, gen)),
                 Err(fault) => {
                     cut.insert(turn.index);
-                    trajectories[turn.index.0]
-                        .steps
-                        .push(turn.faulted(&fault));
+                    trajectories[turn.index.0].steps.push(turn.faulted(&fault));
                 }
             }
         }
@@ -386,7 +384,7 @@ pub(crate) fn next_prompt(
 mod tests {
     use super::*;
     use gigpo_env::sokoban::SokobanConfig;
-    use gigpo_model::{Device, Generation, Policy, Tokenizer, TinyConfig};
+    use gigpo_model::{Device, Generation, Policy, TinyConfig, Tokenizer};
 
     fn tiny() -> Policy {
         let cfg = TinyConfig {
@@ -528,7 +526,11 @@ mod tests {
             if k % 2 == 1 {
                 assert_eq!(t.steps.len(), 2, "episode {k}");
                 let s = &t.steps[1];
-                assert!(s.fault.as_deref().unwrap().starts_with("sampler: server gone"));
+                assert!(s
+                    .fault
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("sampler: server gone"));
                 assert!(s.truncated && s.response.is_empty() && s.logprobs.is_empty());
                 assert_eq!(s.reward, 0.0);
                 assert_eq!(s.prompt, clean.trajectories[k].steps[1].prompt);
@@ -540,10 +542,8 @@ mod tests {
         }
         // Faulted steps get no advantage and no training sample.
         let mut r = r;
-        crate::layout::assign_advantages(&mut r, &gigpo_core::AdvantageConfig::default())
-            .unwrap();
-        let samples =
-            crate::layout::build_samples(&r, crate::config::SampleLayout::Step).unwrap();
+        crate::layout::assign_advantages(&mut r, &gigpo_core::AdvantageConfig::default()).unwrap();
+        let samples = crate::layout::build_samples(&r, crate::config::SampleLayout::Step).unwrap();
         assert_eq!(samples.len(), 3 + 3 * 4);
     }
 }

@@ -259,7 +259,10 @@ mod tests {
             error_message(r#"{"object": "error", "message": "bad prompt"}"#),
             "bad prompt"
         );
-        assert_eq!(error_message("Internal Server Error"), "Internal Server Error");
+        assert_eq!(
+            error_message("Internal Server Error"),
+            "Internal Server Error"
+        );
     }
 
     #[test]

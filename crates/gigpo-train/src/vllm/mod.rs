@@ -27,7 +27,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gigpo_model::{row_seed, FinishReason, Generation, Policy, SamplingParams, SaveMode, Tokenizer};
+use gigpo_model::{
+    row_seed, FinishReason, Generation, Policy, SamplingParams, SaveMode, Tokenizer,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::context;
@@ -105,7 +107,10 @@ impl VllmConfig {
             return Err(TrainError::config("rollout.vllm.retries", "at most 16"));
         }
         for (field, v) in [
-            ("rollout.vllm.max_failed_calls", self.max_failed_calls as usize),
+            (
+                "rollout.vllm.max_failed_calls",
+                self.max_failed_calls as usize,
+            ),
             ("rollout.vllm.concurrency", self.concurrency),
         ] {
             if v == 0 {
@@ -113,7 +118,10 @@ impl VllmConfig {
             }
         }
         if self.concurrency > 4096 {
-            return Err(TrainError::config("rollout.vllm.concurrency", "at most 4096"));
+            return Err(TrainError::config(
+                "rollout.vllm.concurrency",
+                "at most 4096",
+            ));
         }
         Ok(())
     }
@@ -131,7 +139,9 @@ pub fn check_endpoints(endpoints: &[String]) -> Result<()> {
     for (i, url) in endpoints.iter().enumerate() {
         let bad = |why: &str| TrainError::config("rollout.endpoints", format!("{url:?}: {why}"));
         if url.starts_with("https://") {
-            return Err(bad("https is not supported; give the server's http:// address"));
+            return Err(bad(
+                "https is not supported; give the server's http:// address",
+            ));
         }
         let Some(rest) = url.strip_prefix("http://") else {
             return Err(bad("must start with http://"));
@@ -171,7 +181,11 @@ pub struct VllmSampler {
 
 impl std::fmt::Debug for VllmSampler {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let urls: Vec<&str> = self.endpoints.iter().map(|e| e.client.url.as_str()).collect();
+        let urls: Vec<&str> = self
+            .endpoints
+            .iter()
+            .map(|e| e.client.url.as_str())
+            .collect();
         f.debug_struct("VllmSampler")
             .field("endpoints", &urls)
             .field("context", &self.context)
@@ -216,8 +230,8 @@ impl VllmSampler {
                 failed_calls: AtomicU32::new(0),
             });
         }
-        let adapter_root = std::path::absolute(adapter_root)
-            .map_err(|e| TrainError::io(adapter_root, e))?;
+        let adapter_root =
+            std::path::absolute(adapter_root).map_err(|e| TrainError::io(adapter_root, e))?;
         Ok(Self {
             endpoints: list,
             tokenizer,
@@ -262,7 +276,9 @@ impl VllmSampler {
         policy.save(&dir, SaveMode::AdapterOnly)?;
         let path = dir
             .to_str()
-            .ok_or_else(|| TrainError::io(&dir, "the path is not UTF-8; servers cannot be told it"))?
+            .ok_or_else(|| {
+                TrainError::io(&dir, "the path is not UTF-8; servers cannot be told it")
+            })?
             .to_string();
         for ep in &self.endpoints {
             self.load_on(ep, &path)?;
@@ -289,9 +305,10 @@ impl VllmSampler {
         let cards = self
             .with_retries(|| ep.client.models())
             .map_err(|e| failed(format!("listing models: {e}")))?;
-        let card = cards.iter().find(|c| &c.id == name).ok_or_else(|| {
-            failed(format!("does not list the adapter {name} after loading it"))
-        })?;
+        let card = cards
+            .iter()
+            .find(|c| &c.id == name)
+            .ok_or_else(|| failed(format!("does not list the adapter {name} after loading it")))?;
         if card.root.as_deref() != Some(path) {
             return Err(failed(format!(
                 "serves the adapter {name} from {:?}, expected {path}",
@@ -492,7 +509,10 @@ impl Sampler for VllmSampler {
     ) -> Result<Vec<RowResult>> {
         params.validate()?;
         if let Some(i) = prompts.iter().position(Vec::is_empty) {
-            return Err(TrainError::config("prompts", format!("prompt {i} is empty")));
+            return Err(TrainError::config(
+                "prompts",
+                format!("prompt {i} is empty"),
+            ));
         }
         let rows = self.run_rows(prompts, params, seed);
         self.tally(&rows)?;
@@ -518,15 +538,12 @@ fn served_context(client: &Client) -> Result<usize> {
     let cards = client
         .models()
         .map_err(|e| failed(format!("listing models: {e}")))?;
-    let base = cards.iter().find(|c| c.parent.is_none()).ok_or_else(|| {
-        failed("/v1/models lists no base model".into())
-    })?;
-    base.max_model_len.ok_or_else(|| {
-        failed(format!(
-            "/v1/models gives no max_model_len for {}",
-            base.id
-        ))
-    })
+    let base = cards
+        .iter()
+        .find(|c| c.parent.is_none())
+        .ok_or_else(|| failed("/v1/models lists no base model".into()))?;
+    base.max_model_len
+        .ok_or_else(|| failed(format!("/v1/models gives no max_model_len for {}", base.id)))
 }
 
 /// The generation of a choice: its token ids and log-probabilities as the server gave them,
@@ -556,7 +573,9 @@ fn generation(c: Choice, tok: &Tokenizer) -> std::result::Result<Generation, Cal
         (Some("stop"), Some(serde_json::Value::String(s))) => FinishReason::Stop(s),
         (Some("stop"), _) => FinishReason::Eos,
         (Some("abort"), _) => {
-            return Err(CallError::Transport("the server aborted the request".into()));
+            return Err(CallError::Transport(
+                "the server aborted the request".into(),
+            ));
         }
         (other, _) => {
             return Err(CallError::Answer(format!("finish_reason {other:?}")));

@@ -87,7 +87,9 @@ fn route(method: &str, path: &str, req: Value, st: &mut State) -> (u16, Value) {
     match (method, path) {
         ("GET", "/health") => (200, json!({})),
         ("GET", "/v1/models") => {
-            let mut data = vec![json!({"id": "base", "root": "/models/base", "parent": null, "max_model_len": st.context})];
+            let mut data = vec![
+                json!({"id": "base", "root": "/models/base", "parent": null, "max_model_len": st.context}),
+            ];
             for (name, path) in &st.adapters {
                 let root = if st.wrong_root { "/elsewhere" } else { path };
                 data.push(json!({"id": name, "root": root, "parent": "base"}));
@@ -154,7 +156,9 @@ fn connecting_reads_the_smallest_context_and_names_a_dead_endpoint() {
     let s = connect(&[&a.url, &b.url], tmp.path()).unwrap();
     assert_eq!(s.context(), 256);
     let dead = dead_url();
-    let e = connect(&[&a.url, &dead], tmp.path()).unwrap_err().to_string();
+    let e = connect(&[&a.url, &dead], tmp.path())
+        .unwrap_err()
+        .to_string();
     assert!(e.contains(&dead) && e.contains("not healthy"), "{e}");
 }
 
@@ -171,7 +175,10 @@ fn rows_are_spread_over_endpoints_with_their_own_seeds() {
         assert_eq!(g.tokens.len(), 2);
         assert_eq!(g.logprobs, vec![-0.5, -0.25]);
         assert_eq!(g.finish_reason, FinishReason::Eos);
-        assert_eq!(g.text, "up", "decoded by the trainer's tokenizer, EOS left out");
+        assert_eq!(
+            g.text, "up",
+            "decoded by the trainer's tokenizer, EOS left out"
+        );
     }
     let reqs: Vec<Value> = a
         .state()
@@ -217,7 +224,10 @@ fn a_failing_endpoint_is_retried_elsewhere_and_stops_the_run_when_it_keeps_faili
     let prompts = vec![vec![5u32]; 4];
     for call in 1..=2 {
         let out = s.generate(&prompts, &params(), call).unwrap();
-        assert!(out.iter().all(Result::is_ok), "retried on the other endpoint");
+        assert!(
+            out.iter().all(Result::is_ok),
+            "retried on the other endpoint"
+        );
     }
     assert_eq!(b.state().completions.len(), 8);
     let e = s.generate(&prompts, &params(), 3).unwrap_err().to_string();
@@ -278,12 +288,18 @@ fn every_endpoint_serves_each_adapter_version_and_old_ones_are_removed() {
         assert!(path.join("adapter_config.json").is_file());
         for stand in [&a, &b] {
             let st = stand.state();
-            assert_eq!(st.adapters, vec![("gigpo".to_string(), path.display().to_string())]);
+            assert_eq!(
+                st.adapters,
+                vec![("gigpo".to_string(), path.display().to_string())]
+            );
         }
     }
     assert_eq!(s.served(), Some(2));
     assert!(!s.adapter_path(0).exists(), "v0 removed");
-    assert!(s.adapter_path(1).exists(), "the version served before is kept");
+    assert!(
+        s.adapter_path(1).exists(),
+        "the version served before is kept"
+    );
     // Serving the same version again does nothing.
     a.state().adapters.clear();
     s.serve(&policy, 2).unwrap();
