@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of the project on a fresh machine: sets up the Python packages that the
-# remote-environment tests talk to (in .venv, pinned), fetches the real GGUF model and a PyTorch
-# environment into a cache outside the repository (${GIGPO_CACHE:-~/.cache/gigpo}, reused by
-# later runs and fresh clones), then runs the Rust test suite.
+# remote-environment tests talk to (in .venv, pinned), fetches the real GGUF model, a PyTorch
+# environment and vLLM's CPU build into a cache outside the repository
+# (${GIGPO_CACHE:-~/.cache/gigpo}, reused by later runs and fresh clones), then runs the Rust
+# test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -45,6 +46,14 @@ if [ -z "${GIGPO_TORCH_PYTHON:-}" ]; then
         cp python/requirements-torch.txt "$TORCH_VENV/requirements-torch.txt"
     fi
     export GIGPO_TORCH_PYTHON="$TORCH_VENV/bin/python"
+fi
+
+# vLLM's CPU build for the test that trains against a real vLLM server
+# (crates/gigpo-cli/tests/vllm_server.rs): about 4 minutes and 5.6 GB on a cold cache, rebuilt
+# only when python/requirements-vllm.txt changes.
+if [ -z "${GIGPO_VLLM_PYTHON:-}" ]; then
+    GIGPO_VLLM_PYTHON="$(bash scripts/vllm-venv.sh)"
+    export GIGPO_VLLM_PYTHON
 fi
 
 # Property tests draw their cases from a fixed seed, so every run tests the same cases.

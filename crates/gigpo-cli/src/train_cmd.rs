@@ -36,7 +36,8 @@ pub struct Args {
     #[arg(long, value_name = "RUN_DIR")]
     resume: Option<PathBuf>,
     /// Start a fresh run even if the run directory holds an earlier one, removing that run's
-    /// files (config.toml, metrics.jsonl, checkpoints/, tensorboard/, curves.png) first.
+    /// files (config.toml, metrics.jsonl, warm_start.jsonl, checkpoints/, tensorboard/,
+    /// curves.png, vllm-adapter/) first.
     #[arg(long, conflicts_with = "resume")]
     force: bool,
     /// Advantage estimator: gigpo, grpo or rloo (= --set algorithm.estimator=...).

@@ -37,6 +37,7 @@ use crate::context;
 use crate::error::{Result, TrainError};
 use crate::prompt::{HistoryAction, PromptStyle};
 use crate::sft::{SftConfig, SCRATCH_SFT_LEVELS};
+use crate::vllm::{check_endpoints, VllmConfig};
 
 /// The whole training configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -224,6 +225,25 @@ pub struct RolloutConfig {
     /// Draw training levels from a fixed pool of this many training seeds instead of fresh
     /// ones every iteration. Default none (fresh levels).
     pub train_levels: Option<usize>,
+    /// What samples the actions of rollouts and evaluations: `candle` (the policy in this
+    /// process, the default) or `vllm` (vLLM servers at `endpoints`; docs/vllm.md).
+    pub backend: RolloutBackend,
+    /// The vLLM servers (`["http://host:port", …]`); requests are spread over all of them.
+    /// Only with `backend = "vllm"`. Default none.
+    pub endpoints: Vec<String>,
+    /// Settings of the vLLM backend.
+    pub vllm: VllmConfig,
+}
+
+/// What samples the actions (`rollout.backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RolloutBackend {
+    /// The policy in the trainer's process.
+    #[default]
+    Candle,
+    /// vLLM servers that load the trained LoRA adapter after every update.
+    Vllm,
 }
 
 impl Default for RolloutConfig {
@@ -240,6 +260,9 @@ impl Default for RolloutConfig {
             top_k: 0,
             max_new_tokens: None,
             train_levels: None,
+            backend: RolloutBackend::Candle,
+            endpoints: Vec::new(),
+            vllm: VllmConfig::default(),
         }
     }
 }
@@ -805,6 +828,41 @@ impl TrainConfig {
         if self.checkpoint.keep == 0 {
             return Err(TrainError::config("checkpoint.keep", "must be at least 1"));
         }
+        self.check_backend()
+    }
+
+    /// The combinations the rollout backend allows.
+    fn check_backend(&self) -> Result<()> {
+        let r = &self.rollout;
+        if r.backend == RolloutBackend::Candle {
+            if !r.endpoints.is_empty() {
+                return Err(TrainError::config(
+                    "rollout.endpoints",
+                    "servers are only used with rollout.backend = \"vllm\"",
+                ));
+            }
+            return Ok(());
+        }
+        check_endpoints(&r.endpoints)?;
+        r.vllm.validate()?;
+        if self.model.path.is_none() {
+            return Err(TrainError::config(
+                "rollout.backend",
+                "\"vllm\" needs model.path (--model DIR): the servers must serve the model the trainer trains",
+            ));
+        }
+        if self.finetune() == Finetune::Full {
+            return Err(TrainError::config(
+                "model.finetune",
+                "\"full\" is not supported with rollout.backend = \"vllm\": the servers follow training through a LoRA adapter loaded after every update; use model.finetune = \"lora\"",
+            ));
+        }
+        if self.old_logprobs() == OldLogprobs::Sampling {
+            return Err(TrainError::config(
+                "update.old_logprobs",
+                "\"sampling\" is not supported with rollout.backend = \"vllm\": the servers' log-probabilities are not the trainer's; use \"recompute\" (train/logprob_mismatch then compares them)",
+            ));
+        }
         Ok(())
     }
 }
@@ -1027,5 +1085,44 @@ mod tests {
         assert_eq!(cfg.algorithm.estimator, Estimator::Grpo);
         let cfg = TrainConfig::from_toml("[algorithm]\nestimator = \"RLoo\"\n").unwrap();
         assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
+    }
+
+    #[test]
+    fn the_vllm_backend_needs_servers_a_model_directory_and_lora() {
+        let mut cfg = TrainConfig::default();
+        cfg.set("rollout.endpoints", r#"["http://127.0.0.1:8000"]"#)
+            .unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("rollout.endpoints") && e.contains("vllm"), "{e}");
+        cfg.set("rollout.backend", "vllm").unwrap();
+        assert_eq!(cfg.rollout.backend, RolloutBackend::Vllm);
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("model.path"), "{e}");
+        cfg.set("model.path", "some/model").unwrap();
+        cfg.validate().unwrap();
+        for (field, value) in [
+            ("model.finetune", "full"),
+            ("update.old_logprobs", "sampling"),
+            ("rollout.endpoints", "[]"),
+            ("rollout.endpoints", r#"["localhost:8000"]"#),
+            ("rollout.vllm.concurrency", "0"),
+            ("rollout.vllm.timeout_s", "0"),
+            ("rollout.vllm.lora_name", r#""a b""#),
+        ] {
+            let mut bad = cfg.clone();
+            bad.set(field, value).unwrap();
+            let e = bad.validate().unwrap_err().to_string();
+            assert!(e.contains(field), "{field} = {value}: {e}");
+        }
+        // The fields show in the written configuration and read back.
+        let text = cfg.resolved().unwrap().to_toml().unwrap();
+        assert!(
+            text.contains("backend = \"vllm\"") && text.contains("[rollout.vllm]"),
+            "{text}"
+        );
+        assert_eq!(
+            TrainConfig::from_toml(&text).unwrap(),
+            cfg.resolved().unwrap()
+        );
     }
 }

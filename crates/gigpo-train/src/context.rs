@@ -24,6 +24,7 @@ use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::prompt::PromptStyle;
 use crate::rollout::{next_prompt, PastTurn};
+use crate::sampler::Sampler;
 
 /// The smallest context the tiny model gets when it is sized for the episode.
 pub const MIN_TINY_CONTEXT: usize = 1024;
@@ -108,11 +109,12 @@ pub fn sized_context(tokens: usize) -> usize {
     (tokens.div_ceil(CONTEXT_STEP) * CONTEXT_STEP).max(MIN_TINY_CONTEXT)
 }
 
-/// Checks that the longest sequence of an episode of `cfg` fits `policy`'s context, before
-/// anything runs. Remote environments are checked when a rollout starts instead.
-pub fn check(cfg: &TrainConfig, policy: &Policy) -> Result<()> {
-    match episode_tokens(cfg, policy.tokenizer())? {
-        Some(needed) => fits(policy, cfg.prompt_style(), needed, cfg.rollout.max_steps),
+/// Checks that the longest sequence of an episode of `cfg` fits the context of `sampler` (the
+/// policy, or the inference servers), before anything runs. Remote environments are checked
+/// when a rollout starts instead.
+pub fn check(cfg: &TrainConfig, sampler: &dyn Sampler) -> Result<()> {
+    match episode_tokens(cfg, sampler.tokenizer())? {
+        Some(needed) => sampler.fits(cfg.prompt_style(), needed, cfg.rollout.max_steps),
         None => Ok(()),
     }
 }
@@ -126,13 +128,35 @@ pub fn fits(policy: &Policy, style: PromptStyle, needed: usize, turns: usize) ->
     Ok(())
 }
 
-/// The error for a sequence of `needed` tokens after `steps` turns.
-fn too_long(style: PromptStyle, policy: &Policy, needed: usize, steps: usize) -> TrainError {
-    let (layout, history) = if style.chat {
+/// Checks that a sequence of `needed` tokens, after `turns` turns of prompts built in `style`,
+/// fits the `context` tokens that inference servers serve (their `--max-model-len`).
+pub fn fits_served(style: PromptStyle, context: usize, needed: usize, turns: usize) -> Result<()> {
+    if needed <= context {
+        return Ok(());
+    }
+    let (layout, history) = layout_words(style);
+    Err(TrainError::Context {
+        sequence: format!("a {layout}-layout sequence after {turns} turns"),
+        needed,
+        context,
+        fix: format!(
+            "lower rollout.max_steps, rollout.max_new_tokens{history}, or start the servers with a larger --max-model-len"
+        ),
+    })
+}
+
+/// The layout's name and the history field that lengthens its prompts.
+fn layout_words(style: PromptStyle) -> (&'static str, &'static str) {
+    if style.chat {
         ("trajectory", "")
     } else {
         ("step", ", rollout.history_length")
-    };
+    }
+}
+
+/// The error for a sequence of `needed` tokens after `steps` turns.
+fn too_long(style: PromptStyle, policy: &Policy, needed: usize, steps: usize) -> TrainError {
+    let (layout, history) = layout_words(style);
     let context_field = context_field(policy);
     let longer = if policy.source() == "tiny" {
         format!("raise {context_field} (0 sizes it for the episode)")

@@ -43,6 +43,10 @@ pub enum TrainError {
     /// An environment or the environment pool failed.
     #[error("environment: {0}")]
     Env(String),
+    /// An inference server of the vLLM backend that is down, keeps failing, or does not
+    /// serve what it should.
+    #[error("vLLM endpoint {endpoint}: {message}")]
+    Endpoint { endpoint: String, message: String },
     /// The model failed (loading, sampling, scoring, optimizer).
     #[error("model: {0}")]
     Model(gigpo_model::ModelError),

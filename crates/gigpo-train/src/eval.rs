@@ -17,6 +17,7 @@ use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::metrics::{names, Record};
 use crate::rollout::{collect, RolloutPlan};
+use crate::sampler::Sampler;
 use crate::trainer::initial_policy;
 
 /// Stream constant of the evaluation sampling seed.
@@ -180,15 +181,16 @@ impl Evaluator {
         &self.baselines
     }
 
-    /// Plays every held-out level with `policy`: sampled, and greedy when `eval.greedy`.
-    pub fn evaluate(&self, policy: &Policy, cfg: &TrainConfig) -> Result<EvalResult> {
-        self.evaluate_first(policy, cfg, self.held_out.seeds().len())
+    /// Plays every held-out level with `sampler` (the policy, or the inference servers
+    /// serving it): sampled, and greedy when `eval.greedy`.
+    pub fn evaluate(&self, sampler: &dyn Sampler, cfg: &TrainConfig) -> Result<EvalResult> {
+        self.evaluate_first(sampler, cfg, self.held_out.seeds().len())
     }
 
     /// [`Evaluator::evaluate`] on the first `levels` held-out levels only (at most all of them).
     pub fn evaluate_first(
         &self,
-        policy: &Policy,
+        sampler: &dyn Sampler,
         cfg: &TrainConfig,
         levels: usize,
     ) -> Result<EvalResult> {
@@ -204,10 +206,10 @@ impl Evaluator {
         }
         let seeds = &seeds[..levels];
         let e = &cfg.eval;
-        let sampled = play(policy, cfg, seeds, e.temperature)?;
+        let sampled = play(sampler, cfg, seeds, e.temperature)?;
         let greedy = e
             .greedy
-            .then(|| play(policy, cfg, seeds, 0.0))
+            .then(|| play(sampler, cfg, seeds, 0.0))
             .transpose()?;
         let baselines = if levels == self.held_out.seeds().len() {
             self.baselines.clone()
@@ -248,7 +250,12 @@ pub fn baselines(cfg: &TrainConfig, seeds: &[u64]) -> Result<Baselines> {
 }
 
 /// Plays one episode on each level of `seeds` at `temperature` (0 = greedy).
-fn play(policy: &Policy, cfg: &TrainConfig, seeds: &[u64], temperature: f64) -> Result<PolicyEval> {
+fn play(
+    sampler: &dyn Sampler,
+    cfg: &TrainConfig,
+    seeds: &[u64],
+    temperature: f64,
+) -> Result<PolicyEval> {
     let sampling = SamplingParams {
         temperature,
         top_p: cfg.eval.top_p,
@@ -265,7 +272,7 @@ fn play(policy: &Policy, cfg: &TrainConfig, seeds: &[u64], temperature: f64) -> 
         sampling: &sampling,
         sample_seed: mix_seed(cfg.seed ^ EVAL_STREAM, 0),
     };
-    let rollout = collect(policy, &plan)?;
+    let rollout = collect(sampler, &plan)?;
     let stats = rollout.stats();
     let wins = rollout.trajectories.iter().filter(|t| t.won()).count();
     Ok(PolicyEval {

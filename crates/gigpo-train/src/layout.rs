@@ -228,6 +228,7 @@ mod tests {
             trajectories,
             instructions: Some("Play.".into()),
             faults: 0,
+            sampler_faults: 0,
             generated_tokens: 0,
             prompt_tokens: 0,
             seconds: 0.0,

@@ -3,7 +3,8 @@
 //! levels, checkpoints that resume exactly, and metrics (JSON lines, TensorBoard, PNG curves).
 //!
 //! One iteration (SPEC §1–3): collect `groups × num_generations` episodes
-//! ([`rollout::collect`]), compute advantages ([`layout::assign_advantages`]), turn steps into training
+//! ([`rollout::collect`], sampling in process or on vLLM servers through the
+//! [`sampler::Sampler`] seam), compute advantages ([`layout::assign_advantages`]), turn steps into training
 //! sequences ([`layout::build_samples`]), then `ppo_epochs` passes of mini-batch updates of
 //! [`loss::policy_loss`].
 
@@ -20,9 +21,11 @@ pub mod plot;
 pub mod prompt;
 pub mod rollout;
 pub mod rundir;
+pub mod sampler;
 pub mod sft;
 pub mod tensorboard;
 pub mod trainer;
+pub mod vllm;
 
 pub use config::TrainConfig;
 pub use error::{Result, TrainError};

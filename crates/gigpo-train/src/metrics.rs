@@ -36,6 +36,9 @@ pub mod names {
     pub const TIME_EVAL: &str = "time/eval_s";
     pub const TOKENS_PER_S: &str = "perf/tokens_per_s";
     pub const ENV_FAULTS: &str = "env/faults";
+    pub const SAMPLER_FAULTS: &str = "rollout/sampler_faults";
+    pub const ROLLOUT_TOKENS_PER_S: &str = "perf/rollout_tokens_per_s";
+    pub const TIME_WEIGHT_SYNC: &str = "time/weight_sync_s";
     pub const EVAL_SUCCESS: &str = "eval/success_rate";
     pub const EVAL_RETURN: &str = "eval/mean_return";
     pub const EVAL_LENGTH: &str = "eval/episode_length";

@@ -5,19 +5,21 @@
 //! sampling seed of step t is derived from `sample_seed` and t; row i of the batch from that and
 //! i).
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use gigpo_env::pool::{EnvIndex, EnvPool, PoolConfig};
 use gigpo_env::seed::mix_seed;
 use gigpo_env::spec::EnvSpec;
-use gigpo_model::{Policy, SamplingParams};
+use gigpo_model::SamplingParams;
 use serde::Serialize;
 
-use crate::context::{self, longest_sequence, EpisodeShape};
+use crate::context::{longest_sequence, EpisodeShape};
 use crate::error::Result;
 use crate::prompt::{
     chat_tokens, history_action, step_prompt_text, user_message, ChatTurn, PastStep, PromptStyle,
 };
+use crate::sampler::{RowFault, Sampler};
 
 /// One environment step as the trainer records it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -47,9 +49,11 @@ pub struct StepRecord {
     pub won: bool,
     /// The episode reached a terminal state with this step.
     pub terminated: bool,
-    /// The episode was cut off after this step (environment limit, trainer limit or a fault).
+    /// The episode was cut off after this step (environment limit, trainer limit or a fault of
+    /// the environment or the sampler).
     pub truncated: bool,
-    /// An environment fault during this step (the step is left out of advantages and loss).
+    /// An environment fault during this step, or a sampler fault (`sampler: …`, then the step
+    /// has no response); the step is left out of advantages and loss.
     pub fault: Option<String>,
     /// The step's advantage, once computed ([`crate::layout::assign_advantages`]); `None` for
     /// a faulted step.
@@ -90,6 +94,9 @@ pub struct Rollout {
     pub instructions: Option<String>,
     /// Environment faults during the collection.
     pub faults: u64,
+    /// Episodes ended because the sampler could not answer their prompt (an inference server
+    /// that failed).
+    pub sampler_faults: u64,
     /// Tokens generated.
     pub generated_tokens: usize,
     /// Prompt tokens processed.
@@ -157,8 +164,11 @@ pub struct RolloutPlan<'a> {
     pub sample_seed: u64,
 }
 
-/// Runs every episode of `plan` to its end or to `max_steps`.
-pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
+/// Runs every episode of `plan` to its end or to `max_steps`, sampling with `sampler`.
+///
+/// A prompt the sampler could not answer ([`RowFault`]) ends its episode with a faulted step
+/// (no response, truncated), as an environment fault does.
+pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout> {
     let start = Instant::now();
     let groups = plan.seeds.len();
     let mut pool = EnvPool::from_fn(groups, plan.group_size, PoolConfig::default(), || {
@@ -179,7 +189,7 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
             steps: Vec::new(),
         })
         .collect();
-    let tok = policy.tokenizer();
+    let tok = sampler.tokenizer();
     let shape = EpisodeShape {
         style: plan.prompt,
         instructions: instructions.as_deref(),
@@ -188,62 +198,76 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
     };
     if let Some(obs) = pool.active().first().and_then(|&i| pool.observation(i)) {
         let needed = longest_sequence(tok, &shape, obs)?;
-        context::fits(policy, plan.prompt, needed, plan.max_steps)?;
+        sampler.fits(plan.prompt, needed, plan.max_steps)?;
     }
+    let mut cut: HashSet<EnvIndex> = HashSet::new();
     let (mut generated_tokens, mut prompt_tokens) = (0, 0);
     for t in 0..plan.max_steps {
-        let active = pool.active();
+        let active: Vec<EnvIndex> = pool
+            .active()
+            .into_iter()
+            .filter(|i| !cut.contains(i))
+            .collect();
         if active.is_empty() {
             break;
         }
-        let mut prompts = Vec::with_capacity(active.len());
-        let mut users = Vec::with_capacity(active.len());
-        let mut current = Vec::with_capacity(active.len());
-        for &i in &active {
+        let mut turns = Vec::with_capacity(active.len());
+        for &index in &active {
             let obs = pool
-                .observation(i)
+                .observation(index)
                 .cloned()
                 .expect("an active environment has an observation");
-            let past: Vec<PastTurn<'_>> = trajectories[i.0].steps.iter().map(Into::into).collect();
+            let past: Vec<PastTurn<'_>> =
+                trajectories[index.0].steps.iter().map(Into::into).collect();
             let (user, prompt) =
                 next_prompt(tok, &plan.prompt, instructions.as_deref(), &past, &obs)?;
             let needed = prompt.len() + plan.sampling.max_new_tokens;
-            context::fits(policy, plan.prompt, needed, t + 1)?;
-            prompts.push(prompt);
-            users.push(user);
-            current.push(obs);
+            sampler.fits(plan.prompt, needed, t + 1)?;
+            turns.push(Turn {
+                index,
+                prompt,
+                user,
+                obs,
+            });
         }
-        prompt_tokens += prompts.iter().map(Vec::len).sum::<usize>();
-        let gens = policy.generate(
+        prompt_tokens += turns.iter().map(|x| x.prompt.len()).sum::<usize>();
+        let prompts: Vec<Vec<u32>> = turns.iter().map(|x| x.prompt.clone()).collect();
+        let gens = sampler.generate(
             &prompts,
             plan.sampling,
             mix_seed(plan.sample_seed, t as u64),
         )?;
-        generated_tokens += gens.iter().map(|g| g.tokens.len()).sum::<usize>();
-        let actions: Vec<(EnvIndex, String)> = active
+        let mut sampled = Vec::with_capacity(turns.len());
+        for (turn, gen) in turns.into_iter().zip(gens) {
+            match gen {
+                Ok(gen) => sampled.push((turn, gen)),
+                Err(fault) => {
+                    cut.insert(turn.index);
+                    trajectories[turn.index.0].steps.push(turn.faulted(&fault));
+                }
+            }
+        }
+        generated_tokens += sampled.iter().map(|(_, g)| g.tokens.len()).sum::<usize>();
+        if sampled.is_empty() {
+            continue;
+        }
+        let actions: Vec<(EnvIndex, String)> = sampled
             .iter()
-            .zip(&gens)
-            .map(|(&i, g)| (i, g.text.clone()))
+            .map(|(turn, g)| (turn.index, g.text.clone()))
             .collect();
         let results = pool.step(&actions)?;
         let last = t + 1 == plan.max_steps;
-        let turns = results
-            .into_iter()
-            .zip(gens)
-            .zip(current)
-            .zip(prompts)
-            .zip(users);
-        for ((((res, gen), obs), prompt), user) in turns {
+        for (res, (turn, gen)) in results.into_iter().zip(sampled) {
             let o = res.outcome;
             trajectories[res.index.0].steps.push(StepRecord {
-                prompt,
-                user,
+                prompt: turn.prompt,
+                user: turn.user,
                 response: gen.tokens,
                 logprobs: gen.logprobs,
-                observation: obs.text,
-                admissible: obs.admissible_actions,
+                observation: turn.obs.text,
+                admissible: turn.obs.admissible_actions,
                 action_text: gen.text,
-                anchor: obs.anchor,
+                anchor: turn.obs.anchor,
                 reward: o.reward,
                 action_valid: o.action_valid,
                 won: o.won,
@@ -258,10 +282,43 @@ pub fn collect(policy: &Policy, plan: &RolloutPlan<'_>) -> Result<Rollout> {
         trajectories,
         instructions,
         faults: pool.fault_count() - faults_before,
+        sampler_faults: cut.len() as u64,
         generated_tokens,
         prompt_tokens,
         seconds: start.elapsed().as_secs_f64(),
     })
+}
+
+/// One running episode's turn: its prompt, before the sampler answers it.
+struct Turn {
+    index: EnvIndex,
+    prompt: Vec<u32>,
+    user: String,
+    obs: gigpo_env::Observation,
+}
+
+impl Turn {
+    /// The step of a turn the sampler could not answer: no response, no reward, the episode
+    /// cut off, left out of advantages and loss.
+    fn faulted(self, fault: &RowFault) -> StepRecord {
+        StepRecord {
+            prompt: self.prompt,
+            user: self.user,
+            response: Vec::new(),
+            logprobs: Vec::new(),
+            observation: self.obs.text,
+            admissible: self.obs.admissible_actions,
+            action_text: String::new(),
+            anchor: self.obs.anchor,
+            reward: 0.0,
+            action_valid: true,
+            won: false,
+            terminated: false,
+            truncated: true,
+            fault: Some(format!("sampler: {fault}")),
+            advantage: None,
+        }
+    }
 }
 
 /// A finished turn as the next prompt needs it.
@@ -327,7 +384,7 @@ pub(crate) fn next_prompt(
 mod tests {
     use super::*;
     use gigpo_env::sokoban::SokobanConfig;
-    use gigpo_model::{Device, TinyConfig};
+    use gigpo_model::{Device, Generation, Policy, TinyConfig, Tokenizer};
 
     fn tiny() -> Policy {
         let cfg = TinyConfig {
@@ -407,5 +464,86 @@ mod tests {
         assert_eq!(stats.invalid_action_rate, 1.0);
         assert_eq!(stats.episode_length, 4.0);
         assert!((stats.mean_return - (-0.4)).abs() < 1e-9);
+    }
+
+    /// The policy, except that in call `fail_at` the rows with an odd number fault.
+    struct Flaky {
+        policy: Policy,
+        fail_at: usize,
+        calls: std::cell::Cell<usize>,
+    }
+
+    impl Sampler for Flaky {
+        fn tokenizer(&self) -> &Tokenizer {
+            self.policy.tokenizer()
+        }
+
+        fn generate(
+            &self,
+            prompts: &[Vec<u32>],
+            params: &SamplingParams,
+            seed: u64,
+        ) -> Result<Vec<crate::sampler::RowResult>> {
+            let call = self.calls.replace(self.calls.get() + 1);
+            let gens: Vec<Generation> = self.policy.generate(prompts, params, seed)?;
+            Ok(gens
+                .into_iter()
+                .enumerate()
+                .map(|(i, g)| {
+                    if call == self.fail_at && i % 2 == 1 {
+                        Err(RowFault(format!("server gone (row {i})")))
+                    } else {
+                        Ok(g)
+                    }
+                })
+                .collect())
+        }
+
+        fn fits(&self, style: PromptStyle, needed: usize, turns: usize) -> Result<()> {
+            self.policy.fits(style, needed, turns)
+        }
+    }
+
+    #[test]
+    fn a_sampler_fault_ends_the_episode_as_a_fault() {
+        let env = EnvSpec::Sokoban(SokobanConfig::default());
+        let sampling = SamplingParams {
+            max_new_tokens: 2,
+            ..SamplingParams::default()
+        };
+        let seeds = [5, 9];
+        let flaky = Flaky {
+            policy: tiny(),
+            fail_at: 1,
+            calls: Default::default(),
+        };
+        let r = collect(&flaky, &plan(&env, &seeds, &sampling)).unwrap();
+        let clean = collect(&flaky.policy, &plan(&env, &seeds, &sampling)).unwrap();
+        // Rows 1, 3, 5 of the second call fault: their episodes end after one good step.
+        assert_eq!(r.sampler_faults, 3);
+        assert_eq!(r.faults, 0, "no environment faulted");
+        for (k, t) in r.trajectories.iter().enumerate() {
+            if k % 2 == 1 {
+                assert_eq!(t.steps.len(), 2, "episode {k}");
+                let s = &t.steps[1];
+                assert!(s
+                    .fault
+                    .as_deref()
+                    .unwrap()
+                    .starts_with("sampler: server gone"));
+                assert!(s.truncated && s.response.is_empty() && s.logprobs.is_empty());
+                assert_eq!(s.reward, 0.0);
+                assert_eq!(s.prompt, clean.trajectories[k].steps[1].prompt);
+                assert_eq!(t.steps[0], clean.trajectories[k].steps[0]);
+            } else {
+                assert_eq!(t.steps.len(), 4, "episode {k}");
+                assert!(t.steps.iter().all(|s| s.fault.is_none()));
+            }
+        }
+        // Faulted steps get no advantage and no training sample.
+        let mut r = r;
+        crate::layout::assign_advantages(&mut r, &gigpo_core::AdvantageConfig::default()).unwrap();
+        let samples = crate::layout::build_samples(&r, crate::config::SampleLayout::Step).unwrap();
+        assert_eq!(samples.len(), 3 + 3 * 4);
     }
 }

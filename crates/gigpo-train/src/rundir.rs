@@ -12,13 +12,14 @@ use std::path::{Path, PathBuf};
 use crate::error::{Result, TrainError};
 
 /// The files and directories a run writes into its run directory.
-pub const RUN_FILES: [&str; 6] = [
+pub const RUN_FILES: [&str; 7] = [
     "config.toml",
     "metrics.jsonl",
     crate::sft::SFT_CURVE_FILE,
     "checkpoints",
     "tensorboard",
     "curves.png",
+    crate::vllm::ADAPTER_DIR,
 ];
 
 /// Which of [`RUN_FILES`] are present in `run_dir`.

@@ -16,7 +16,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::checkpoint::{self, TrainState, RNG_DERIVATION};
-use crate::config::{OldLogprobs, TrainConfig};
+use crate::config::{OldLogprobs, RolloutBackend, TrainConfig};
 use crate::context;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalResult, Evaluator};
@@ -26,7 +26,9 @@ use crate::loss::{policy_loss, LossInputs};
 use crate::metrics::{names, MetricsLog, Record};
 use crate::rollout::{collect, RolloutPlan};
 use crate::rundir;
+use crate::sampler::Sampler;
 use crate::sft::{demonstrations, fine_tune, write_curve};
+use crate::vllm::{VllmSampler, ADAPTER_DIR};
 
 /// Stream constants mixed into the base seed for each kind of randomness.
 pub const SAMPLE_STREAM: u64 = 0x7361_6d70_6c65; // "sample"
@@ -113,6 +115,8 @@ struct PhaseLogprobs {
 pub struct Trainer {
     cfg: TrainConfig,
     policy: Policy,
+    /// The vLLM servers that sample rollouts, with `rollout.backend = "vllm"`.
+    server: Option<VllmSampler>,
     reference: Option<Policy>,
     opt: AdamW,
     evaluator: Evaluator,
@@ -151,6 +155,7 @@ impl Trainer {
         let run_dir = cfg.run_dir.clone();
         let policy = initial_policy(&cfg)?;
         context::check(&cfg, &policy)?;
+        let server = connect_server(&cfg, &policy)?;
         let reference = reference_policy(&cfg, &policy)?;
         let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
         let evaluator = Evaluator::new(&cfg)?;
@@ -160,6 +165,7 @@ impl Trainer {
         Ok(Self {
             cfg,
             policy,
+            server,
             reference,
             opt,
             evaluator,
@@ -223,6 +229,7 @@ impl Trainer {
         checkpoint::check_iteration(dir, n, &state, cfg.iterations)?;
         let policy = initial_policy(&cfg)?;
         context::check(&cfg, &policy)?;
+        let server = connect_server(&cfg, &policy)?;
         // The reference is the initial policy, so take it before loading trained weights.
         let reference = reference_policy(&cfg, &policy)?;
         checkpoint::load_trainable(dir, &policy)?;
@@ -234,6 +241,7 @@ impl Trainer {
         Ok(Self {
             cfg,
             policy,
+            server,
             reference,
             opt,
             evaluator,
@@ -365,9 +373,29 @@ impl Trainer {
             .is_some_and(|b| self.env_steps >= b)
     }
 
-    /// Evaluates the current policy on the configured held-out levels.
-    pub fn evaluate(&self) -> Result<EvalResult> {
-        self.evaluator.evaluate(&self.policy, &self.cfg)
+    /// Evaluates the current policy on the configured held-out levels (on the servers with
+    /// the vLLM backend, after making them serve the current adapter).
+    pub fn evaluate(&mut self) -> Result<EvalResult> {
+        self.serve(self.done)?;
+        self.evaluator.evaluate(self.sampler(), &self.cfg)
+    }
+
+    /// What samples rollouts and evaluations: the vLLM servers, or the policy itself.
+    fn sampler(&self) -> &dyn Sampler {
+        match &self.server {
+            Some(s) => s,
+            None => &self.policy,
+        }
+    }
+
+    /// Makes the vLLM servers serve the current adapter as version `version` (nothing to do
+    /// without servers, or when they serve it already). Returns the seconds it took.
+    fn serve(&mut self, version: usize) -> Result<f64> {
+        let start = Instant::now();
+        if let Some(server) = &mut self.server {
+            server.serve(&self.policy, version)?;
+        }
+        Ok(start.elapsed().as_secs_f64())
     }
 
     /// Writes a checkpoint of the current state.
@@ -390,6 +418,7 @@ impl Trainer {
 
     /// One iteration: rollout, advantages, update. Returns its metrics.
     fn iteration(&mut self, it: usize) -> Result<Record> {
+        self.serve(it - 1)?;
         let cfg = &self.cfg;
         let seeds = train_seeds(cfg, self.evaluator.held_out(), it)?;
         let sampling = train_sampling(cfg);
@@ -402,7 +431,7 @@ impl Trainer {
             sampling: &sampling,
             sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, it as u64),
         };
-        let mut rollout = collect(&self.policy, &plan)?;
+        let mut rollout = collect(self.sampler(), &plan)?;
         let stats = rollout.stats();
         let steps: usize = rollout.trajectories.iter().map(|t| t.steps.len()).sum();
         let faulted = rollout
@@ -423,6 +452,7 @@ impl Trainer {
         let lp = self.phase_logprobs(&samples)?;
         let up = self.update(&samples, &lp, it)?;
         let update_seconds = t_update.elapsed().as_secs_f64();
+        let sync_seconds = self.serve(it)?;
 
         let d = &adv.diagnostics;
         let tokens = (rollout.generated_tokens + rollout.prompt_tokens) as f64;
@@ -460,7 +490,15 @@ impl Trainer {
             names::TOKENS_PER_S,
             (tokens + up.tokens) / (rollout.seconds + update_seconds).max(1e-9),
         );
+        put(
+            names::ROLLOUT_TOKENS_PER_S,
+            rollout.generated_tokens as f64 / rollout.seconds.max(1e-9),
+        );
         put(names::ENV_FAULTS, rollout.faults as f64);
+        put(names::SAMPLER_FAULTS, rollout.sampler_faults as f64);
+        if self.server.is_some() {
+            put(names::TIME_WEIGHT_SYNC, sync_seconds);
+        }
         put(names::TRAIN_FAULTED_STEPS, faulted as f64);
         if let Some(m) = lp.mismatch {
             put(names::LOGPROB_MISMATCH, m);
@@ -727,6 +765,23 @@ fn mismatch(samples: &[Sample], recomputed: &[Vec<f32>]) -> f64 {
     } else {
         sum / n as f64
     }
+}
+
+/// The vLLM servers of `cfg`, checked to be up and to serve a context that fits the episodes;
+/// `None` with the in-process backend.
+fn connect_server(cfg: &TrainConfig, policy: &Policy) -> Result<Option<VllmSampler>> {
+    if cfg.rollout.backend != RolloutBackend::Vllm {
+        return Ok(None);
+    }
+    let v = &cfg.rollout.vllm;
+    let root = v
+        .adapter_dir
+        .clone()
+        .unwrap_or_else(|| cfg.run_dir.join(ADAPTER_DIR));
+    let server =
+        VllmSampler::connect(&cfg.rollout.endpoints, v, &root, policy.tokenizer().clone())?;
+    context::check(cfg, &server)?;
+    Ok(Some(server))
 }
 
 fn reference_policy(cfg: &TrainConfig, policy: &Policy) -> Result<Option<Policy>> {
