@@ -2,8 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use gigpo_core::{
-    compute, read_trajectories, AdvantageConfig, AdvantageError, BatchBuilder, Combine,
-    Convention, Diagnostics, Estimator, Norm, StepAdvantage, StepInput,
+    compute, read_trajectories, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention,
+    Diagnostics, Estimator, Norm, StepAdvantage, StepInput,
 };
 use gigpo_train::fsutil::write_atomic;
 use serde::Serialize;
@@ -134,7 +134,10 @@ pub fn run(args: Args) -> Result<()> {
     let cfg = args.config();
     cfg.validate()?;
     if args.output.as_os_str() == "-"
-        && args.diagnostics.as_deref().is_some_and(|d| d.as_os_str() == "-")
+        && args
+            .diagnostics
+            .as_deref()
+            .is_some_and(|d| d.as_os_str() == "-")
     {
         bail!("--output and --diagnostics cannot both be standard output (-)");
     }

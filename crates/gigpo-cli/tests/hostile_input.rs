@@ -360,7 +360,10 @@ fn broken_models_and_used_run_directories() {
 
     // 7. What a killed checkpoint write left is removed when the run resumes; a run that has
     // done all its iterations says so.
-    let stale = used.join(format!("checkpoints/.iter-2.gigpo-tmp-{}-AbCdEf", ended_pid()));
+    let stale = used.join(format!(
+        "checkpoints/.iter-2.gigpo-tmp-{}-AbCdEf",
+        ended_pid()
+    ));
     std::fs::create_dir(&stale).unwrap();
     std::fs::write(stale.join("trainable.safetensors"), vec![0u8; 1 << 16]).unwrap();
     let resume = |extra: &[&str]| {
@@ -371,7 +374,11 @@ fn broken_models_and_used_run_directories() {
     };
     let out = resume(&[]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("nothing to train"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to train"),
+        "{}",
+        stderr(&out)
+    );
     assert!(!stale.exists());
 
     // 9. A checkpoint whose iteration was edited is refused, naming the file and field.
@@ -458,7 +465,10 @@ fn serve(args: &[&str]) -> (std::process::Child, String) {
     std::io::BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let addr = line.trim().trim_start_matches("listening on http://").to_string();
+    let addr = line
+        .trim()
+        .trim_start_matches("listening on http://")
+        .to_string();
     (child, format!("ws://{addr}"))
 }
 
@@ -549,10 +559,18 @@ fn bad_sampling_and_device_settings_name_the_field() {
     assert_clean_failure(&out, &["rollout.top_p", "(0, 1]"]);
     assert!(!run_dir.exists(), "a run directory was left behind");
     let out = train("model.device=\"gpu\"");
-    assert_clean_failure(&out, &["model.device", "\"gpu\": expected cpu, cuda or cuda:N"]);
+    assert_clean_failure(
+        &out,
+        &["model.device", "\"gpu\": expected cpu, cuda or cuda:N"],
+    );
     assert!(!stderr(&out).contains("variant"), "{}", stderr(&out));
     assert!(!run_dir.exists(), "a run directory was left behind");
-    let out = run(gigpo().args(["train", "--print-config", "--set", "model.device=\"cuda:1\""]));
+    let out = run(gigpo().args([
+        "train",
+        "--print-config",
+        "--set",
+        "model.device=\"cuda:1\"",
+    ]));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("cuda = 1"));
 }
@@ -565,7 +583,9 @@ fn a_level_file_far_too_large_is_refused_unread() {
         .unwrap()
         .set_len(3_000_000)
         .unwrap();
-    let out = run(gigpo().args(["env", "show", "sokoban", "--level"]).arg(&big));
+    let out = run(gigpo()
+        .args(["env", "show", "sokoban", "--level"])
+        .arg(&big));
     assert_clean_failure(&out, &["big.txt", "3000000 bytes"]);
 }
 
@@ -574,7 +594,11 @@ fn plot_into_a_missing_directory_names_it() {
     let tmp = tempfile::tempdir().unwrap();
     let run_dir = tmp.path().join("d");
     std::fs::create_dir(&run_dir).unwrap();
-    std::fs::write(run_dir.join("metrics.jsonl"), "{\"iteration\":0,\"loss/pg\":1}\n").unwrap();
+    std::fs::write(
+        run_dir.join("metrics.jsonl"),
+        "{\"iteration\":0,\"loss/pg\":1}\n",
+    )
+    .unwrap();
     let out = run(gigpo()
         .arg("plot")
         .arg(&run_dir)

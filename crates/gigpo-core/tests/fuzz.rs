@@ -25,19 +25,29 @@ fn config() -> ProptestConfig {
 /// A line that is often a valid trajectory: fragments of one spliced with noise.
 fn line() -> impl Strategy<Value = Vec<u8>> {
     let value = proptest::sample::select(vec![
-        "0", "-0.1", "1e308", "-1e308", "1e999", "null", "true", "\"s\"", "\"t\"", "[]", "{}",
-        "\"\\ud800\"", "18446744073709551616", "NaN",
+        "0",
+        "-0.1",
+        "1e308",
+        "-1e308",
+        "1e999",
+        "null",
+        "true",
+        "\"s\"",
+        "\"t\"",
+        "[]",
+        "{}",
+        "\"\\ud800\"",
+        "18446744073709551616",
+        "NaN",
     ]);
-    let step = (value.clone(), value.clone(), prop::bool::ANY).prop_map(|(a, r, v)| {
-        format!(r#"{{"anchor":{a},"reward":{r},"action_valid":{v}}}"#)
-    });
-    let valid = (
-        value.clone(),
-        value,
-        proptest::collection::vec(step, 0..4),
-    )
-        .prop_map(|(g, t, steps)| {
-            format!(r#"{{"group":{g},"trajectory":{t},"steps":[{}]}}"#, steps.join(","))
+    let step = (value.clone(), value.clone(), prop::bool::ANY)
+        .prop_map(|(a, r, v)| format!(r#"{{"anchor":{a},"reward":{r},"action_valid":{v}}}"#));
+    let valid =
+        (value.clone(), value, proptest::collection::vec(step, 0..4)).prop_map(|(g, t, steps)| {
+            format!(
+                r#"{{"group":{g},"trajectory":{t},"steps":[{}]}}"#,
+                steps.join(",")
+            )
         });
     let good = (
         0u8..3,
@@ -49,7 +59,10 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
                 .iter()
                 .map(|(a, r)| format!(r#"{{"anchor":"s{a}","reward":{r}}}"#))
                 .collect();
-            format!(r#"{{"group":"g{g}","trajectory":{t},"steps":[{}]}}"#, steps.join(","))
+            format!(
+                r#"{{"group":"g{g}","trajectory":{t},"steps":[{}]}}"#,
+                steps.join(",")
+            )
         });
     prop_oneof![
         4 => good.prop_map(String::into_bytes),

@@ -60,12 +60,44 @@ fn room_text() -> impl Strategy<Value = String> {
 /// JSON-ish text: fragments of real messages spliced with arbitrary characters.
 fn message_text() -> impl Strategy<Value = String> {
     let fragment = proptest::sample::select(vec![
-        "{", "}", "[", "]", ",", ":", "\"type\"", "\"data\"", "\"reset\"", "\"step\"",
-        "\"state\"", "\"close\"", "\"error\"", "\"observation\"", "\"health\"", "\"metadata\"",
-        "\"seed\"", "\"action\"", "\"text\"", "\"anchor\"", "\"reward\"", "\"done\"",
-        "\"won\"", "\"truncated\"", "\"admissible_actions\"", "\"id\"", "\"code\"",
-        "\"message\"", "null", "true", "false", "0", "-1", "1e999", "18446744073709551616",
-        "\"x\"", "\"\\u0000\"", "\"\\ud800\"",
+        "{",
+        "}",
+        "[",
+        "]",
+        ",",
+        ":",
+        "\"type\"",
+        "\"data\"",
+        "\"reset\"",
+        "\"step\"",
+        "\"state\"",
+        "\"close\"",
+        "\"error\"",
+        "\"observation\"",
+        "\"health\"",
+        "\"metadata\"",
+        "\"seed\"",
+        "\"action\"",
+        "\"text\"",
+        "\"anchor\"",
+        "\"reward\"",
+        "\"done\"",
+        "\"won\"",
+        "\"truncated\"",
+        "\"admissible_actions\"",
+        "\"id\"",
+        "\"code\"",
+        "\"message\"",
+        "null",
+        "true",
+        "false",
+        "0",
+        "-1",
+        "1e999",
+        "18446744073709551616",
+        "\"x\"",
+        "\"\\u0000\"",
+        "\"\\ud800\"",
     ]);
     let piece = prop_oneof![
         6 => fragment.prop_map(str::to_string),
@@ -88,8 +120,7 @@ fn play_level(room: Room) {
 }
 
 fn read_server_message(text: &str) {
-    if let Ok(ServerMessage::Observation { data }) = serde_json::from_str::<ServerMessage>(text)
-    {
+    if let Ok(ServerMessage::Observation { data }) = serde_json::from_str::<ServerMessage>(text) {
         let _ = FieldNames::default().decode(&data);
     }
     let _ = serde_json::from_str::<Framed<ServerMessage>>(text);

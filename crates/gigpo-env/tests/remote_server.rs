@@ -202,9 +202,8 @@ fn malformed_messages_get_error_replies_and_the_session_goes_on() {
     play_walk(&mut env, 1);
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn open_session(addr: SocketAddr) -> Socket {
     let (socket, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/ws"))

@@ -516,7 +516,10 @@ mod tests {
         .unwrap();
         let name = seen.into_inner();
         let prefix = format!(".curves.png.gigpo-tmp-{}-", std::process::id());
-        assert!(name.starts_with(&prefix) && name.ends_with(".png"), "{name}");
+        assert!(
+            name.starts_with(&prefix) && name.ends_with(".png"),
+            "{name}"
+        );
         assert!(matches!(leftover(&name), Some(Leftover::Temporary { .. })));
         assert_eq!(names(dir.path()), ["curves.png"]);
     }
@@ -525,7 +528,10 @@ mod tests {
     fn a_write_removes_stale_temporaries_and_only_those() {
         let dir = tempfile::tempdir().unwrap();
         let dead = ended_pid();
-        let mut live = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let mut live = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
         let stale_file = format!(".out.jsonl.gigpo-tmp-{dead}-a1B2c3.jsonl");
         let stale_dir = format!(".iter-3.gigpo-tmp-{dead}-Zz9yY8");
         let running = format!(".out.jsonl.gigpo-tmp-{}-q1w2e3.jsonl", live.id());
@@ -541,7 +547,11 @@ mod tests {
             fs::write(dir.path().join(name), "x").unwrap();
         }
         fs::create_dir(dir.path().join(&stale_dir)).unwrap();
-        fs::write(dir.path().join(&stale_dir).join("trainable.safetensors"), "x").unwrap();
+        fs::write(
+            dir.path().join(&stale_dir).join("trainable.safetensors"),
+            "x",
+        )
+        .unwrap();
 
         write_bytes(&dir.path().join("out.jsonl"), b"new").unwrap();
         let _ = live.kill();

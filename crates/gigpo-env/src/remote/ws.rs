@@ -172,14 +172,20 @@ impl WsLink {
                 Some(Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) => {}
                 Some(Some(Ok(Message::Text(text)))) => {
                     let said = match serde_json::from_str::<ServerMessage>(text.as_str()) {
-                        Ok(ServerMessage::Error { data }) => format!("{}: {}", data.code, data.message),
+                        Ok(ServerMessage::Error { data }) => {
+                            format!("{}: {}", data.code, data.message)
+                        }
                         _ => preview(text.as_str()),
                     };
                     why = Some(format!("the server ended the session ({said})"));
                 }
                 Some(Some(Ok(Message::Close(frame)))) => {
                     let closed = match frame {
-                        Some(f) => format!("the server closed the session (code {}: {})", u16::from(f.code), f.reason),
+                        Some(f) => format!(
+                            "the server closed the session (code {}: {})",
+                            u16::from(f.code),
+                            f.reason
+                        ),
                         None => "the server closed the session".into(),
                     };
                     return Some(why.unwrap_or(closed));
