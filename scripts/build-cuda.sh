@@ -48,6 +48,7 @@ install_toolkit() {
         echo "== installing the CUDA compiler into $prefix" >&2
         rm -rf "$prefix" "$prefix.part"
         python3 -m pip install --quiet --disable-pip-version-check --no-cache-dir --no-deps \
+            --root-user-action=ignore \
             --target "$prefix.part" -r scripts/cuda-requirements.txt
         cp scripts/cuda-requirements.txt "$prefix.part/cuda-requirements.txt"
         mv "$prefix.part" "$prefix"
