@@ -5,6 +5,7 @@
 mod advantages;
 mod env_cmd;
 mod eval_cmd;
+mod model_bench;
 mod model_cmd;
 mod plot_cmd;
 mod serve_cmd;

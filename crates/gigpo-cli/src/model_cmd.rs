@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
 use gigpo_model::{
-    convert_gguf, ChatMessage, DeviceChoice, FinishReason, Policy, SamplingParams, ScoreMode,
-    TinyConfig,
+    convert_gguf, ChatMessage, Device, DeviceChoice, FinishReason, Policy, ResolvedDevice,
+    SamplingParams, ScoreMode, TinyConfig,
 };
+
+use crate::model_bench::{bench, parity, BenchArgs, ParityArgs};
 
 /// `gigpo model …`
 #[derive(Args)]
@@ -25,6 +27,11 @@ enum ModelCommand {
     Generate(GenerateArgs),
     /// Convert a Llama/Qwen2 GGUF file into a Hugging Face directory (f32 weights).
     Convert(ConvertArgs),
+    /// Compare a model's logits on a device (a GPU) with the CPU's.
+    Parity(ParityArgs),
+    /// Time one LoRA training iteration (sampling, then one update) of a randomly initialised
+    /// model of a given shape.
+    Bench(BenchArgs),
 }
 
 #[derive(Args)]
@@ -51,7 +58,8 @@ struct ModelSource {
     /// Seed of the tiny model's initialisation.
     #[arg(long, default_value_t = 0)]
     tiny_seed: u64,
-    /// `cpu`, `cuda` or `cuda:N` (CUDA needs a build with the `cuda` feature).
+    /// `cpu`, `cuda`, `cuda:N` (CUDA needs a build with the `cuda` feature), or `auto`: CUDA
+    /// device 0 when there is one, else the CPU.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Wrap the prompt as a user turn with the model's chat template (with the assistant header).
@@ -110,6 +118,8 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
         ModelCommand::Score(a) => score(a),
         ModelCommand::Generate(a) => generate(a),
         ModelCommand::Convert(a) => convert(&a),
+        ModelCommand::Parity(a) => parity(&a),
+        ModelCommand::Bench(a) => bench(&a),
     }
 }
 
@@ -120,22 +130,45 @@ fn convert(a: &ConvertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Opens the device of a `--device` option or a `model.device` field; for `auto`, says on
+/// standard error which device it took and, for the CPU, why.
+pub(crate) fn open_device(choice: DeviceChoice) -> anyhow::Result<Device> {
+    let resolved = choice.resolve()?;
+    report_auto(choice, &resolved);
+    Ok(resolved.open()?)
+}
+
+/// For `auto`, says on standard error which device it resolved to.
+pub(crate) fn report_auto(choice: DeviceChoice, resolved: &ResolvedDevice) {
+    if choice != DeviceChoice::Auto {
+        return;
+    }
+    match resolved {
+        ResolvedDevice::CpuFallback(why) => eprintln!("{why}; using the CPU"),
+        ResolvedDevice::Cuda(i) => eprintln!("using CUDA device {i}"),
+        ResolvedDevice::Cpu => {}
+    }
+}
+
 fn load(src: &ModelSource) -> anyhow::Result<Policy> {
-    let device: DeviceChoice = src.device.parse()?;
-    let device = device.open()?;
-    let mut policy = if src.model == "tiny" {
-        Policy::tiny(&TinyConfig::default(), src.tiny_seed, &device)?
-    } else {
-        let path = PathBuf::from(&src.model);
-        Policy::load(&path, &device, None)
-            .with_context(|| format!("loading model from {}", path.display()))?
-    };
+    let device = open_device(src.device.parse()?)?;
+    let mut policy = load_on(&src.model, src.tiny_seed, &device)?;
     if let Some(ad) = &src.adapter {
         policy
             .apply_adapter(ad)
             .with_context(|| format!("loading adapter from {}", ad.display()))?;
     }
     Ok(policy)
+}
+
+/// Loads `tiny` (from `tiny_seed`), a Hugging Face directory or a GGUF file onto `device`.
+pub(crate) fn load_on(model: &str, tiny_seed: u64, device: &Device) -> anyhow::Result<Policy> {
+    if model == "tiny" {
+        return Ok(Policy::tiny(&TinyConfig::default(), tiny_seed, device)?);
+    }
+    let path = PathBuf::from(model);
+    Policy::load(&path, device, None)
+        .with_context(|| format!("loading model from {}", path.display()))
 }
 
 fn prompt_ids(policy: &Policy, src: &ModelSource, prompt: &str) -> anyhow::Result<Vec<u32>> {

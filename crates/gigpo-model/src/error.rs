@@ -91,6 +91,9 @@ pub enum ModelError {
         /// What is wrong: the metadata field or tensor, and why.
         message: String,
     },
+    /// A CUDA device was asked for and cannot be used.
+    #[error(transparent)]
+    NoCuda(#[from] crate::device::CudaUnavailable),
     /// A checkpoint (optimizer state, adapter) does not match the model it is loaded into.
     #[error("checkpoint {} does not match: {message}", path.display())]
     Mismatch {

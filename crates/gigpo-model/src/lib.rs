@@ -56,7 +56,7 @@ mod transformer;
 
 pub use candle_core::{backprop::GradStore, Tensor, Var};
 pub use config::{Architecture, Llama3RopeScaling, ModelConfig, TinyConfig};
-pub use device::{Device, DeviceChoice};
+pub use device::{CudaUnavailable, Device, DeviceChoice, ResolvedDevice};
 pub use error::{ModelError, Result};
 pub use fsutil::{read_safetensors, write_safetensors};
 pub use generate::row_seed;

@@ -134,7 +134,8 @@ pub struct ModelSection {
     /// The LoRA adapter's settings (used when `finetune = "lora"`; setting them alone turns
     /// LoRA on). Default rank 8, α 16, every projection.
     pub lora: Option<LoraConfig>,
-    /// `cpu` (default) or `{ cuda = N }` (needs a CUDA build).
+    /// `cpu` (default), `cuda`, `cuda:N` or `{ cuda = N }` (needs a CUDA build), or `auto`:
+    /// CUDA device 0 when there is one, else the CPU.
     pub device: DeviceChoice,
 }
 
