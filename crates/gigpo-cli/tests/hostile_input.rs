@@ -561,7 +561,10 @@ fn bad_sampling_and_device_settings_name_the_field() {
     let out = train("model.device=\"gpu\"");
     assert_clean_failure(
         &out,
-        &["model.device", "\"gpu\": expected cpu, auto, cuda or cuda:N"],
+        &[
+            "model.device",
+            "\"gpu\": expected cpu, auto, cuda or cuda:N",
+        ],
     );
     assert!(!stderr(&out).contains("variant"), "{}", stderr(&out));
     assert!(!run_dir.exists(), "a run directory was left behind");
