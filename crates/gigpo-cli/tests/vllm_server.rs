@@ -273,7 +273,12 @@ fn check_adapter(model: &Path, run_dir: &Path, server: &Server) {
             let seq = [p.as_slice(), &g.tokens].concat();
             let score = |policy: &Policy| {
                 policy
-                    .score_with(&[seq.clone()], &[p.len()], ScoreMode::OLD, &processing)
+                    .score_with(
+                        std::slice::from_ref(&seq),
+                        &[p.len()],
+                        ScoreMode::OLD,
+                        &processing,
+                    )
                     .unwrap()
                     .logprob_rows()
                     .unwrap()
