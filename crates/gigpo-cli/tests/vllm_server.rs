@@ -16,6 +16,7 @@ use std::cell::Cell;
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,6 +81,7 @@ impl Server {
             .stdin(Stdio::null())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
+            .process_group(0)
             .spawn()
             .unwrap();
         let mut server = Self {
@@ -108,7 +110,10 @@ impl Server {
         eprintln!("vLLM healthy after {:.0?}", start.elapsed());
     }
 
+    /// Kills the server and its engine process (its own process group).
     fn kill(&mut self) {
+        let group = format!("-{}", self.child.id());
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
@@ -268,7 +273,12 @@ fn check_adapter(model: &Path, run_dir: &Path, server: &Server) {
             let seq = [p.as_slice(), &g.tokens].concat();
             let score = |policy: &Policy| {
                 policy
-                    .score_with(&[seq.clone()], &[p.len()], ScoreMode::OLD, &processing)
+                    .score_with(
+                        std::slice::from_ref(&seq),
+                        &[p.len()],
+                        ScoreMode::OLD,
+                        &processing,
+                    )
                     .unwrap()
                     .logprob_rows()
                     .unwrap()
