@@ -10,7 +10,7 @@ use crate::processing::{LogitProcessing, RowDist, EXCLUDED_LOGPROB};
 
 /// Log-probability of `targets` under softmax(`logits`) and the entropy of that softmax.
 ///
-/// `logits`: [n, vocab] f32; `targets`: [n] u32. Returns `(logprobs [n], entropies [n])`.
+/// `logits`: [n, vocab] f32; `targets`: `[n]` u32. Returns `(logprobs [n], entropies [n])`.
 /// On CPU one pass per row computes both (no [n, vocab] intermediate); the backward step
 /// writes the [n, vocab] gradient directly. On other devices composed ops are used.
 pub fn logprob_entropy(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
