@@ -1,23 +1,13 @@
-//! Criterion benchmarks of the tiny model: a PPO-style training step and sampling 64 tokens.
+//! Criterion benchmarks of the default tiny model (d = 128, 2 layers, 4 heads, MLP 512): a
+//! PPO-style training step and sampling 64 tokens.
 //!
 //! The side-by-side comparison with PyTorch is `bench/model/run.sh`.
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use gigpo_model::{AdamW, AdamWConfig, Device, Policy, SamplingParams, ScoreMode, TinyConfig};
 
-fn bench_config() -> TinyConfig {
-    TinyConfig {
-        hidden_size: 128,
-        num_layers: 2,
-        num_heads: 4,
-        num_kv_heads: 4,
-        intermediate_size: 512,
-        ..TinyConfig::default()
-    }
-}
-
 fn train_step(c: &mut Criterion) {
-    let policy = Policy::tiny(&bench_config(), 0, &Device::Cpu).expect("tiny model");
+    let policy = Policy::tiny(&TinyConfig::default(), 0, &Device::Cpu).expect("tiny model");
     let mut opt = AdamW::new(
         policy.named_trainable_vars().to_vec(),
         AdamWConfig::default(),
@@ -43,7 +33,7 @@ fn train_step(c: &mut Criterion) {
 }
 
 fn sampling(c: &mut Criterion) {
-    let policy = Policy::tiny(&bench_config(), 0, &Device::Cpu).expect("tiny model");
+    let policy = Policy::tiny(&TinyConfig::default(), 0, &Device::Cpu).expect("tiny model");
     let params = SamplingParams {
         max_new_tokens: 64,
         ..SamplingParams::default()

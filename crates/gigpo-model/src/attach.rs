@@ -25,6 +25,19 @@ impl<const N: usize> Attached<N> {
         let v = self.value.flatten_all()?.to_vec1::<f32>()?;
         Ok((CpuStorage::F32(v), self.value.shape().clone()))
     }
+
+    /// The backward closure on the detached `inputs` and incoming gradient `g`; an input that
+    /// is not tracked gets no gradient.
+    fn grads(&self, inputs: [&Tensor; N], g: &Tensor) -> candle_core::Result<Grads<N>> {
+        let need = inputs.map(Tensor::track_op);
+        let mut grads = (self.bwd)(&inputs.map(Tensor::detach), need, &g.detach())?;
+        for (grad, need) in grads.iter_mut().zip(need) {
+            if !need {
+                *grad = None;
+            }
+        }
+        Ok(grads)
+    }
 }
 
 impl CustomOp2 for Attached<2> {
@@ -49,12 +62,8 @@ impl CustomOp2 for Attached<2> {
         _res: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let [ga, gb] = (self.bwd)(
-            &[a.detach(), b.detach()],
-            [a.track_op(), b.track_op()],
-            &g.detach(),
-        )?;
-        Ok((ga.filter(|_| a.track_op()), gb.filter(|_| b.track_op())))
+        let [ga, gb] = self.grads([a, b], g)?;
+        Ok((ga, gb))
     }
 }
 
@@ -84,16 +93,8 @@ impl CustomOp3 for Attached<3> {
         _res: &Tensor,
         g: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let [ga, gb, gc] = (self.bwd)(
-            &[a.detach(), b.detach(), c.detach()],
-            [a.track_op(), b.track_op(), c.track_op()],
-            &g.detach(),
-        )?;
-        Ok((
-            ga.filter(|_| a.track_op()),
-            gb.filter(|_| b.track_op()),
-            gc.filter(|_| c.track_op()),
-        ))
+        let [ga, gb, gc] = self.grads([a, b, c], g)?;
+        Ok((ga, gb, gc))
     }
 }
 

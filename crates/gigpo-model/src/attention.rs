@@ -8,7 +8,6 @@ use candle_core::{DType, Device, Tensor, D};
 
 use crate::attach::attach3;
 use crate::error::Result;
-use crate::transformer::{causal_mask, padded_mask};
 
 /// Which keys each query sees.
 #[derive(Debug, Clone, Copy)]
@@ -92,23 +91,37 @@ impl OwnedMask {
         keys: usize,
         dev: &Device,
     ) -> candle_core::Result<Option<Tensor>> {
-        let (rows, past, pads): (usize, usize, &[usize]) = match self {
+        let (past, pads): (usize, &[usize]) = match self {
             OwnedMask::None => return Ok(None),
-            OwnedMask::Causal => (1, keys - c0 - c, &[0]),
-            OwnedMask::Padded { pads, past } => (pads.len(), *past, pads),
+            OwnedMask::Causal => (keys - c0 - c, &[0]),
+            OwnedMask::Padded { pads, past } => (*past, pads),
         };
-        let mut data = Vec::with_capacity(rows * c * keys);
-        for &pad in pads.iter().take(rows) {
-            for i in 0..c {
-                let qi = past + c0 + i;
-                for j in 0..keys {
-                    let ok = j <= qi && (j >= pad || j == qi);
-                    data.push(if ok { 0.0 } else { f32::NEG_INFINITY });
-                }
+        let m = additive_mask(pads, past + c0, c, keys, dev)?;
+        Some(m.reshape((pads.len(), 1, 1, c, keys))).transpose()
+    }
+}
+
+/// Additive mask [rows, queries, keys] (one row per entry of `pads`): query i, at absolute
+/// position `first + i`, sees key j when j ≤ first + i and j is not padding (j ≥ the row's
+/// pad); a padding query sees itself only. 0 where it sees, −∞ elsewhere.
+fn additive_mask(
+    pads: &[usize],
+    first: usize,
+    queries: usize,
+    keys: usize,
+    dev: &Device,
+) -> candle_core::Result<Tensor> {
+    let mut data = Vec::with_capacity(pads.len() * queries * keys);
+    for &pad in pads {
+        for i in 0..queries {
+            let qi = first + i;
+            for j in 0..keys {
+                let ok = j <= qi && (j >= pad || j == qi);
+                data.push(if ok { 0.0 } else { f32::NEG_INFINITY });
             }
         }
-        Some(Tensor::from_vec(data, (rows, 1, 1, c, keys), dev)).transpose()
     }
+    Tensor::from_vec(data, (pads.len(), queries, keys), dev)
 }
 
 /// Queries per block for `b·heads` score rows over `s` keys.
@@ -214,7 +227,7 @@ fn blocked_backward(
 
 /// Whole-matrix attention with composed ops (devices other than the CPU).
 fn composed(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttnMask<'_>, scale: f64) -> Result<Tensor> {
-    let (b, h, t, _) = q.dims4()?;
+    let (_, h, t, _) = q.dims4()?;
     let (_, kvh, s, _) = k.dims4()?;
     let k = crate::ops::repeat_kv(k.clone(), h / kvh)?;
     let v = crate::ops::repeat_kv(v.clone(), h / kvh)?;
@@ -222,12 +235,12 @@ fn composed(q: &Tensor, k: &Tensor, v: &Tensor, mask: AttnMask<'_>, scale: f64) 
     let dev = q.device();
     let m = match mask {
         AttnMask::None => None,
-        AttnMask::Causal if s == t => Some(causal_mask(t, dev)?),
-        AttnMask::Causal => Some(padded_mask(&vec![0; b], s - t, t, dev)?),
-        AttnMask::Padded { pads, past } => Some(padded_mask(pads, past, t, dev)?),
+        AttnMask::Causal => Some(additive_mask(&[0], s - t, t, s, dev)?),
+        AttnMask::Padded { pads, past } => Some(additive_mask(pads, past, t, past + t, dev)?),
     };
     if let Some(m) = m {
-        att = att.broadcast_add(&m.to_dtype(att.dtype())?)?;
+        let m = m.unsqueeze(1)?.to_dtype(att.dtype())?; // [rows, 1, t, keys]
+        att = att.broadcast_add(&m)?;
     }
     let att = crate::ops::softmax_last(&att, att.track_op())?;
     Ok(att.matmul(&v.contiguous()?)?)

@@ -1,4 +1,4 @@
-//! The error type of this crate.
+//! The error types of this crate.
 
 use std::path::PathBuf;
 
@@ -93,7 +93,7 @@ pub enum ModelError {
     },
     /// A CUDA device was asked for and cannot be used.
     #[error(transparent)]
-    NoCuda(#[from] crate::device::CudaUnavailable),
+    NoCuda(#[from] CudaUnavailable),
     /// A checkpoint (optimizer state, adapter) does not match the model it is loaded into.
     #[error("checkpoint {} does not match: {message}", path.display())]
     Mismatch {
@@ -102,6 +102,44 @@ pub enum ModelError {
         /// What differs.
         message: String,
     },
+}
+
+/// Why a CUDA device cannot be used. Every message starts with "no CUDA device".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CudaUnavailable {
+    /// The program was built without the `cuda` feature.
+    #[error("no CUDA device: this build has no CUDA support (build it with scripts/build-cuda.sh or --features cuda)")]
+    NotBuilt,
+    /// The CUDA driver library is not installed.
+    #[error("no CUDA device: the CUDA driver library (libcuda.so.1) was not found")]
+    NoDriver,
+    /// The driver is there but reports no GPU (or failed to start).
+    #[error("no CUDA device: the CUDA driver reports none ({0})")]
+    NoDevice(String),
+    /// The requested ordinal is beyond the GPUs the driver reports.
+    #[error("no CUDA device {ordinal}: the CUDA driver reports {count}")]
+    NoOrdinal {
+        /// The ordinal asked for.
+        ordinal: usize,
+        /// How many devices there are.
+        count: usize,
+    },
+    /// The driver is older than the CUDA version this program was built with.
+    #[error(
+        "no CUDA device: the CUDA driver supports CUDA {}.{}, this build needs {}.{} or newer",
+        driver / 1000, driver % 1000 / 10, needed / 1000, needed % 1000 / 10
+    )]
+    DriverTooOld {
+        /// The driver's CUDA version (major · 1000 + minor · 10).
+        driver: i32,
+        /// The CUDA version of the build.
+        needed: i32,
+    },
+    /// A CUDA library the backend loads (cuBLAS, cuRAND) is not found.
+    #[error(
+        "no CUDA device: the CUDA library {0} was not found (add its directory to LD_LIBRARY_PATH)"
+    )]
+    MissingLibrary(String),
 }
 
 /// Result alias used throughout this crate.

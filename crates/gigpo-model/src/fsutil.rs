@@ -1,11 +1,21 @@
-//! File helpers: reading with errors that name the file, and plain writes into fresh
-//! directories (atomic replacement is [`crate::atomic`]).
+//! File helpers: reading with errors that name the file, and writes through [`crate::atomic`],
+//! the one writer of this crate.
 
 use std::fs;
-use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use crate::atomic::{atomic_file, write_bytes};
 use crate::error::{ModelError, Result};
+
+/// `path` when it is a regular file; otherwise [`ModelError::MissingFile`] saying `what` it is
+/// for.
+pub(crate) fn require_file(path: PathBuf, what: &'static str) -> Result<PathBuf> {
+    if path.is_file() {
+        Ok(path)
+    } else {
+        Err(ModelError::MissingFile { path, what })
+    }
+}
 
 /// Reads a text file.
 pub(crate) fn read_text(path: &Path) -> Result<String> {
@@ -39,14 +49,16 @@ pub fn read_safetensors(
     })
 }
 
-/// Writes `tensors` to a safetensors file at `path` (not atomically: callers write into a
-/// temporary). A failure is an error naming the file.
+/// Writes `tensors` to a safetensors file at `path`, atomically (the rules of
+/// [`crate::atomic`]). A failure is an error naming the file.
 pub fn write_safetensors<K: AsRef<str> + Ord + std::fmt::Display>(
     tensors: &std::collections::HashMap<K, candle_core::Tensor>,
     path: &Path,
 ) -> Result<()> {
-    candle_core::safetensors::save(tensors, path)
-        .map_err(|e| ModelError::io("write", path, io_reason(e)))
+    atomic_file(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp)
+            .map_err(|e| ModelError::io("write", path, io_reason(e)))
+    })
 }
 
 /// The operating system's error behind a candle error, or the candle error as one.
@@ -64,10 +76,13 @@ fn io_reason(e: candle_core::Error) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-/// Writes `bytes` to `path` and flushes it to disk.
+/// Writes `bytes` to `path`, atomically.
 pub(crate) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(path).map_err(|e| ModelError::io("create", path, e))?;
-    f.write_all(bytes)
-        .map_err(|e| ModelError::io("write", path, e))?;
-    f.sync_all().map_err(|e| ModelError::io("sync", path, e))
+    Ok(write_bytes(path, bytes)?)
+}
+
+/// Writes `value` as pretty-printed JSON to `path`, atomically.
+pub(crate) fn write_json(path: &Path, value: &serde_json::Value) -> Result<()> {
+    let text = serde_json::to_string_pretty(value).expect("JSON value serialises");
+    write_file(path, text.as_bytes())
 }

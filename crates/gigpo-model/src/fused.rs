@@ -4,33 +4,8 @@
 //! tensor per elementary op. These do one pass forward and one (or a few) backward.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
-use rayon::prelude::*;
 
-/// The contiguous elements of a CPU tensor of dtype `T`; an error naming `what` otherwise.
-pub(crate) fn contiguous<'a, T: candle_core::WithDType>(
-    s: &'a CpuStorage,
-    l: &Layout,
-    what: &str,
-) -> candle_core::Result<&'a [T]> {
-    let Ok(data) = s.as_slice::<T>() else {
-        candle_core::bail!("{what}: only {:?} is supported", T::DTYPE);
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("{what}: input must be contiguous"),
-    }
-}
-
-/// Rows below this many elements are processed without spawning parallel work.
-const PAR_MIN: usize = 1 << 14;
-
-fn for_rows(out: &mut [f32], d: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
-    if out.len() >= PAR_MIN {
-        out.par_chunks_mut(d).enumerate().for_each(|(i, o)| f(i, o));
-    } else {
-        out.chunks_mut(d).enumerate().for_each(|(i, o)| f(i, o));
-    }
-}
+use crate::cpu::{contiguous, for_rows};
 
 /// x / sqrt(mean(x²) + ε) · w over the last dimension, with backward.
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {

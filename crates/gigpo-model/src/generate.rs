@@ -99,7 +99,6 @@ impl Policy {
         max_new: usize,
         rows: &mut [Row],
     ) -> Result<()> {
-        let dev = &self.device;
         let b = prompts.len();
         let lmax = prompts.iter().map(Vec::len).max().unwrap_or(0);
         let pads: Vec<usize> = prompts.iter().map(|p| lmax - p.len()).collect();
@@ -118,22 +117,11 @@ impl Policy {
         let mut cache: Vec<KvCache> = (0..self.model.cfg.num_layers)
             .map(|_| KvCache::new(2, lmax + max_new))
             .collect();
-        let ids_t = Tensor::from_vec(ids, (b, lmax), dev)?;
-        let pos_t = Tensor::from_vec(pos, b * lmax, dev)?;
         let mask = AttnMask::Padded {
             pads: &pads,
             past: 0,
         };
-        let h = self.model.hidden(
-            &ids_t,
-            Positions::PerToken(&pos_t),
-            mask,
-            Some(&mut cache),
-            &ctx,
-        )?;
-        let mut logits = self
-            .model
-            .logits(&h.narrow(1, lmax - 1, 1)?.squeeze(1)?, &ctx)?;
+        let mut logits = self.last_logits((ids, pos), (b, lmax), mask, &mut cache, &ctx)?;
         for step in 0..max_new {
             let table = logits.to_vec2::<f32>()?;
             let mut next = Vec::with_capacity(b);
@@ -153,23 +141,32 @@ impl Policy {
             }
             let past = lmax + step;
             let pos: Vec<u32> = pads.iter().map(|&p| (past - p) as u32).collect();
-            let ids_t = Tensor::from_vec(next, (b, 1), dev)?;
-            let pos_t = Tensor::from_vec(pos, b, dev)?;
             let mask = if b == 1 {
                 AttnMask::None
             } else {
                 AttnMask::Padded { pads: &pads, past }
             };
-            let h = self.model.hidden(
-                &ids_t,
-                Positions::PerToken(&pos_t),
-                mask,
-                Some(&mut cache),
-                &ctx,
-            )?;
-            logits = self.model.logits(&h.squeeze(1)?, &ctx)?;
+            logits = self.last_logits((next, pos), (b, 1), mask, &mut cache, &ctx)?;
         }
         Ok(())
+    }
+
+    /// Runs `ids` [b, t] at positions `pos` (row-major, one per token) through the model,
+    /// appending to `cache`; returns the logits [b, vocab] of each row's last token.
+    fn last_logits(
+        &self,
+        (ids, pos): (Vec<u32>, Vec<u32>),
+        (b, t): (usize, usize),
+        mask: AttnMask,
+        cache: &mut [KvCache],
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let ids = Tensor::from_vec(ids, (b, t), &self.device)?;
+        let pos = Tensor::from_vec(pos, b * t, &self.device)?;
+        let h = self
+            .model
+            .hidden(&ids, Positions::PerToken(&pos), mask, Some(cache), ctx)?;
+        self.model.logits(&h.narrow(1, t - 1, 1)?.squeeze(1)?, ctx)
     }
 
     fn finish_reason(

@@ -1,16 +1,16 @@
 //! Log-softmax, gather and entropy fused in one pass over the logits, with a backward step.
 
-use crate::fused::contiguous;
 use candle_core::{CpuStorage, CustomOp2, CustomOp3, DType, Layout, Shape, Tensor};
 use rayon::prelude::*;
 
 use crate::attach::attach2;
+use crate::cpu::contiguous;
 use crate::error::{ModelError, Result};
 use crate::processing::{LogitProcessing, RowDist, EXCLUDED_LOGPROB};
 
 /// Log-probability of `targets` under softmax(`logits`) and the entropy of that softmax.
 ///
-/// `logits`: [n, vocab] f32; `targets`: [n] u32. Returns `(logprobs [n], entropies [n])`.
+/// `logits`: [n, vocab] f32; `targets`: `[n]` u32. Returns `(logprobs [n], entropies [n])`.
 /// On CPU one pass per row computes both (no [n, vocab] intermediate); the backward step
 /// writes the [n, vocab] gradient directly. On other devices composed ops are used.
 pub fn logprob_entropy(logits: &Tensor, targets: &Tensor) -> Result<(Tensor, Tensor)> {
@@ -133,7 +133,7 @@ impl CustomOp3 for LogprobEntropyGrad {
 /// Checks the dtype the fused op needs.
 pub(crate) fn check_f32(t: &Tensor) -> Result<()> {
     if t.dtype() != DType::F32 {
-        return Err(crate::error::ModelError::arg(
+        return Err(ModelError::arg(
             "logits",
             format!("dtype {:?}, expected f32", t.dtype()),
         ));

@@ -164,20 +164,15 @@ impl Ctx<'_> {
 /// y = x·Wᵀ + b (+ (α/r)·dropout(x)·Aᵀ·Bᵀ when the adapter is on).
 #[derive(Clone)]
 pub(crate) struct Linear {
+    /// W [out, in].
     pub weight: Tensor,
+    /// b [out], when the projection has one.
     pub bias: Option<Tensor>,
+    /// The LoRA adapter, when the model has one on this projection.
     pub adapter: Option<Adapter>,
 }
 
 impl Linear {
-    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Linear {
-            weight,
-            bias,
-            adapter: None,
-        }
-    }
-
     /// `x`: [n, in] → [n, out].
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         let ad = self.adapter.as_ref().filter(|_| ctx.adapter);

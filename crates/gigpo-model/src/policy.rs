@@ -1,6 +1,5 @@
 //! [`Policy`]: a decoder, its tokenizer, optional LoRA adapter, and the trainable variables.
 
-use std::path::Path;
 use std::sync::Mutex;
 
 use candle_core::{DType, Device, Tensor, Var};
@@ -9,11 +8,10 @@ use rand_chacha::ChaCha8Rng;
 
 use crate::config::{ModelConfig, TinyConfig};
 use crate::error::{ModelError, Result};
-use crate::fsutil::read_text;
-use crate::load::Checkpoint;
 use crate::lora::{new_adapter, LoraConfig, TargetModule};
 use crate::tokenizer::Tokenizer;
-use crate::transformer::{Init, Transformer};
+use crate::transformer::Transformer;
+use crate::weights::{Init, Role, WeightSpec};
 
 /// A language-model policy: the decoder, its tokenizer, and what is trained.
 ///
@@ -92,14 +90,14 @@ impl Policy {
             return Err(ModelError::arg("init_std", "must be a positive number"));
         }
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
-        let mut src = |_: &str, shape: &[usize], init: Init| -> Result<Tensor> {
-            let n: usize = shape.iter().product();
-            let data = match init {
+        let mut src = |spec: &WeightSpec| -> Result<Tensor> {
+            let n: usize = spec.shape.iter().product();
+            let data = match spec.role.init() {
                 Init::Normal => normals(n, init_std, &mut rng),
                 Init::Ones => vec![1.0; n],
                 Init::Zeros => vec![0.0; n],
             };
-            Ok(Tensor::from_vec(data, shape, device)?)
+            Ok(Tensor::from_vec(data, spec.shape.as_slice(), device)?)
         };
         let model = Transformer::build(cfg, device, &mut src)?;
         Self::assemble(
@@ -113,90 +111,7 @@ impl Policy {
         )
     }
 
-    /// Loads a Hugging Face Qwen2 or Llama directory: `config.json`, `model.safetensors` (or
-    /// `model.safetensors.index.json` and its shards), `tokenizer.json`, and optionally
-    /// `tokenizer_config.json` / `chat_template.jinja` / `generation_config.json`. Weights are
-    /// converted to f32. With `lora`, the base weights are frozen and a fresh adapter is
-    /// trainable; without, every weight is trainable.
-    ///
-    /// `dir` may also be a llama.cpp GGUF file (Llama or Qwen2): its weights are dequantized
-    /// to f32 and its tokenizer and chat template are built from the file's metadata.
-    pub fn load(dir: &Path, device: &Device, lora: Option<LoraConfig>) -> Result<Self> {
-        if crate::gguf::is_gguf_path(dir) {
-            return Self::load_gguf(dir, device, lora);
-        }
-        let cfg_path = dir.join("config.json");
-        if !cfg_path.is_file() {
-            return Err(ModelError::MissingFile {
-                path: cfg_path,
-                what: "the model configuration",
-            });
-        }
-        let text = read_text(&cfg_path)?;
-        let mcfg = ModelConfig::from_hf_json(&text, &cfg_path)?;
-        let hf_config: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| ModelError::Json {
-                path: cfg_path.clone(),
-                message: e.to_string(),
-            })?;
-        let dtype_field = hf_config
-            .get("torch_dtype")
-            .or_else(|| hf_config.get("dtype"));
-        let save_dtype = match dtype_field.and_then(|v| v.as_str()) {
-            Some("bfloat16") => DType::BF16,
-            Some("float16") => DType::F16,
-            _ => DType::F32,
-        };
-        let tokenizer = Tokenizer::from_dir(dir)?;
-        if tokenizer.vocab_size() > mcfg.vocab_size {
-            return Err(ModelError::config(
-                "vocab_size",
-                format!(
-                    "{} is smaller than the tokenizer's {} ids",
-                    mcfg.vocab_size,
-                    tokenizer.vocab_size()
-                ),
-            ));
-        }
-        let ckpt = Checkpoint::open(dir)?;
-        let mut src =
-            |name: &str, shape: &[usize], _: Init| ckpt.load(name, shape, DType::F32, device);
-        let model = Transformer::build(&mcfg, device, &mut src)?;
-        drop(ckpt);
-        let seed = lora.as_ref().map_or(0, |l| l.seed);
-        let mut policy = Self::assemble(
-            model,
-            tokenizer,
-            device,
-            Some(hf_config),
-            dir.display().to_string(),
-            save_dtype,
-            seed,
-        )?;
-        if let Some(l) = lora {
-            policy.add_lora(l)?;
-        }
-        Ok(policy)
-    }
-
-    /// Loads `dir` as [`Policy::load`] does, with the adapter of a PEFT directory
-    /// (`adapter_config.json`, `adapter_model.safetensors`) applied on top.
-    pub fn load_with_adapter(dir: &Path, adapter_dir: &Path, device: &Device) -> Result<Self> {
-        let lora = crate::save::read_adapter_config(adapter_dir)?;
-        let mut p = Self::load(dir, device, Some(lora))?;
-        p.load_adapter_weights(adapter_dir)?;
-        Ok(p)
-    }
-
-    /// Adds the adapter of a PEFT directory (`adapter_config.json`,
-    /// `adapter_model.safetensors`) to a model that has none, e.g. the tiny model; the base
-    /// weights are frozen and the adapter becomes the trainable part.
-    pub fn apply_adapter(&mut self, adapter_dir: &Path) -> Result<()> {
-        let lora = crate::save::read_adapter_config(adapter_dir)?;
-        self.add_lora(lora)?;
-        self.load_adapter_weights(adapter_dir)
-    }
-
+    /// A policy of `model` whose every weight is a trainable variable, without an adapter.
     pub(crate) fn assemble(
         model: Transformer,
         tokenizer: Tokenizer,
@@ -207,9 +122,9 @@ impl Policy {
         seed: u64,
     ) -> Result<Self> {
         let mut trainable = Vec::new();
-        let model = model.map_weights(&mut |name, t| {
+        let model = model.map_weights(&mut |spec, t| {
             let v = Var::from_tensor(t)?;
-            trainable.push((name.to_string(), v.clone()));
+            trainable.push((spec.name(), v.clone()));
             Ok(v.as_tensor().clone())
         })?;
         Ok(Policy {
@@ -242,7 +157,8 @@ impl Policy {
             {
                 let lin = layer.proj_mut(t);
                 let ad = new_adapter(&lin.weight, &cfg, &mut rng)?;
-                let prefix = format!("base_model.model.model.layers.{i}.{}", t.path());
+                let module = Role::Weight { layer: i, proj: t }.module();
+                let prefix = format!("base_model.model.{module}");
                 trainable.push((format!("{prefix}.lora_A.weight"), ad.a.clone()));
                 trainable.push((format!("{prefix}.lora_B.weight"), ad.b.clone()));
                 lin.adapter = Some(ad);
@@ -260,14 +176,9 @@ impl Policy {
     /// policy of full-weight training.
     pub fn frozen_copy(&self) -> Result<Self> {
         let mut model = self.model.map_weights(&mut |_, t| Ok(t.detach().copy()?))?;
-        for layer in model.layers.iter_mut() {
-            for t in TargetModule::ALL {
-                let lin = layer.proj_mut(t);
-                if let Some(ad) = lin.adapter.as_mut() {
-                    ad.a = Var::from_tensor(&ad.a.as_tensor().detach().copy()?)?;
-                    ad.b = Var::from_tensor(&ad.b.as_tensor().detach().copy()?)?;
-                }
-            }
+        for ad in model.linears_mut().filter_map(|lin| lin.adapter.as_mut()) {
+            ad.a = Var::from_tensor(&ad.a.as_tensor().detach().copy()?)?;
+            ad.b = Var::from_tensor(&ad.b.as_tensor().detach().copy()?)?;
         }
         Ok(Policy {
             model,

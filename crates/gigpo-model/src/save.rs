@@ -7,8 +7,7 @@ use candle_core::{DType, Tensor};
 
 use crate::atomic::atomic_dir;
 use crate::error::{ModelError, Result};
-use crate::fsutil::{read_json, write_file, write_safetensors as write_safetensors_file};
-use crate::lora::{LoraConfig, TargetModule};
+use crate::fsutil::{write_json, write_safetensors as write_safetensors_file};
 use crate::policy::Policy;
 
 /// What [`Policy::save`] writes.
@@ -44,23 +43,13 @@ impl Policy {
     }
 
     fn write_weights(&self, dir: &Path, merged: bool) -> Result<()> {
+        let model = if merged {
+            self.model.merged()?
+        } else {
+            self.model.clone()
+        };
         let mut tensors = Vec::new();
-        let mut adapters: HashMap<String, Tensor> = HashMap::new();
-        if merged {
-            for (i, layer) in self.model.layers.iter().enumerate() {
-                for t in TargetModule::ALL {
-                    let lin = layer.proj(t);
-                    if lin.adapter.is_some() {
-                        adapters.insert(
-                            format!("model.layers.{i}.{}.weight", t.path()),
-                            lin.merged_weight()?,
-                        );
-                    }
-                }
-            }
-        }
-        for (name, t) in self.model.named_weights() {
-            let t = adapters.remove(&name).unwrap_or(t);
+        for (name, t) in model.named_weights()? {
             tensors.push((name, t.detach().to_dtype(self.save_dtype)?));
         }
         write_safetensors(dir, &tensors)?;
@@ -127,87 +116,6 @@ impl Policy {
         });
         write_json(&dir.join("adapter_config.json"), &json)
     }
-
-    /// Replaces the adapter's weights with those of a PEFT directory saved by
-    /// [`SaveMode::AdapterOnly`] (or by PEFT with the same rank and targets).
-    pub fn load_adapter_weights(&mut self, adapter_dir: &Path) -> Result<()> {
-        let path = adapter_dir.join("adapter_model.safetensors");
-        if !path.is_file() {
-            return Err(ModelError::MissingFile {
-                path,
-                what: "the adapter weights",
-            });
-        }
-        if self.lora.is_none() {
-            return Err(ModelError::arg(
-                "adapter",
-                "the model has no LoRA adapter to load into",
-            ));
-        }
-        let tensors = crate::fsutil::read_safetensors(&path, &candle_core::Device::Cpu)?;
-        for (name, var) in &self.trainable {
-            let t = tensors.get(name).ok_or_else(|| ModelError::MissingWeight {
-                name: name.clone(),
-                path: path.clone(),
-            })?;
-            if t.dims() != var.dims() {
-                return Err(ModelError::WeightShape {
-                    name: name.clone(),
-                    actual: t.dims().to_vec(),
-                    expected: var.dims().to_vec(),
-                });
-            }
-            var.set(&t.to_dtype(var.dtype())?.to_device(var.device())?)?;
-        }
-        Ok(())
-    }
-}
-
-/// Reads a PEFT `adapter_config.json` into a [`LoraConfig`].
-pub(crate) fn read_adapter_config(dir: &Path) -> Result<LoraConfig> {
-    let path = dir.join("adapter_config.json");
-    if !path.is_file() {
-        return Err(ModelError::MissingFile {
-            path,
-            what: "the adapter configuration",
-        });
-    }
-    let v = read_json(&path)?;
-    let bad = |field: &str, msg: &str| ModelError::Json {
-        path: path.clone(),
-        message: format!("{field}: {msg}"),
-    };
-    let rank = v
-        .get("r")
-        .and_then(|x| x.as_u64())
-        .ok_or_else(|| bad("r", "missing or not an integer"))? as usize;
-    let alpha = v
-        .get("lora_alpha")
-        .and_then(|x| x.as_f64())
-        .ok_or_else(|| bad("lora_alpha", "missing or not a number"))?;
-    let dropout = v
-        .get("lora_dropout")
-        .and_then(|x| x.as_f64())
-        .unwrap_or(0.0);
-    let names = v
-        .get("target_modules")
-        .and_then(|x| x.as_array())
-        .ok_or_else(|| bad("target_modules", "missing or not a list"))?;
-    let mut target_modules = Vec::new();
-    for n in names {
-        let s = n.as_str().unwrap_or_default();
-        target_modules.push(
-            TargetModule::from_name(s)
-                .ok_or_else(|| bad("target_modules", &format!("unsupported module {s:?}")))?,
-        );
-    }
-    Ok(LoraConfig {
-        rank,
-        alpha,
-        dropout,
-        target_modules,
-        seed: 0,
-    })
 }
 
 fn torch_dtype(d: DType) -> &'static str {
@@ -218,17 +126,12 @@ fn torch_dtype(d: DType) -> &'static str {
     }
 }
 
-fn write_json(path: &Path, v: &serde_json::Value) -> Result<()> {
-    let text = serde_json::to_string_pretty(v).expect("JSON value serialises");
-    write_file(path, text.as_bytes())
-}
-
 /// Writes `model.safetensors`, or shards plus `model.safetensors.index.json` when large.
 fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
     let mut shards: Vec<Vec<&(String, Tensor)>> = vec![Vec::new()];
     let mut size = 0;
     for entry in tensors {
-        let bytes = entry.1.elem_count() * entry.1.dtype().size_in_bytes();
+        let bytes = byte_size(&entry.1);
         if size + bytes > MAX_SHARD_BYTES && !shards.last().expect("non-empty").is_empty() {
             shards.push(Vec::new());
             size = 0;
@@ -237,27 +140,29 @@ fn write_safetensors(dir: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
         shards.last_mut().expect("non-empty").push(entry);
     }
     if shards.len() == 1 {
-        let map: HashMap<&str, Tensor> = shards[0]
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.clone()))
-            .collect();
-        return write_safetensors_file(&map, &dir.join("model.safetensors"));
+        return write_shard(&shards[0], &dir.join("model.safetensors"));
     }
     let n = shards.len();
     let mut weight_map = serde_json::Map::new();
-    let total: usize = tensors
-        .iter()
-        .map(|(_, t)| t.elem_count() * t.dtype().size_in_bytes())
-        .sum();
+    let total: usize = tensors.iter().map(|(_, t)| byte_size(t)).sum();
     for (i, shard) in shards.iter().enumerate() {
         let file = format!("model-{:05}-of-{:05}.safetensors", i + 1, n);
-        let map: HashMap<&str, Tensor> =
-            shard.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
-        write_safetensors_file(&map, &dir.join(&file))?;
+        write_shard(shard, &dir.join(&file))?;
         for (name, _) in shard {
             weight_map.insert(name.clone(), serde_json::json!(file));
         }
     }
     let index = serde_json::json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     write_json(&dir.join("model.safetensors.index.json"), &index)
+}
+
+/// Bytes the data of `t` takes in a file.
+fn byte_size(t: &Tensor) -> usize {
+    t.elem_count() * t.dtype().size_in_bytes()
+}
+
+/// Writes the tensors of one shard to the safetensors file `path`.
+fn write_shard(shard: &[&(String, Tensor)], path: &Path) -> Result<()> {
+    let map: HashMap<&str, Tensor> = shard.iter().map(|(n, t)| (n.as_str(), t.clone())).collect();
+    write_safetensors_file(&map, path)
 }

@@ -2,13 +2,11 @@
 
 use candle_core::{DType, Tensor};
 
-use crate::attention::AttnMask;
 use crate::error::{ModelError, Result};
 use crate::logprob::head_logprob_entropy;
 use crate::lora::Ctx;
 use crate::policy::Policy;
 use crate::processing::LogitProcessing;
-use crate::transformer::Positions;
 
 /// Which policy a scoring pass computes, and whether it records a graph for backward.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -219,13 +217,7 @@ impl Policy {
             adapter: mode.adapter,
             dropout_rng: mode.grad.then_some(&self.dropout_rng),
         };
-        let h = self.model.hidden(
-            &batch.ids,
-            Positions::Range(0),
-            AttnMask::Causal,
-            None,
-            &ctx,
-        )?;
+        let h = self.model.causal_hidden(&batch.ids, &ctx)?;
         batch.scores(self, &h, &ctx, processing)
     }
 
@@ -241,9 +233,7 @@ impl Policy {
             dropout_rng: None,
         };
         let ids_t = Tensor::from_vec(ids.to_vec(), (1, t), &self.device)?;
-        let h = self
-            .model
-            .hidden(&ids_t, Positions::Range(0), AttnMask::Causal, None, &ctx)?;
+        let h = self.model.causal_hidden(&ids_t, &ctx)?;
         self.model.logits(&h.squeeze(0)?, &ctx)
     }
 

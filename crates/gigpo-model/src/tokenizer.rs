@@ -5,7 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::fsutil::{read_json, read_text};
+use crate::fsutil::{read_json, read_text, write_file, write_json};
 use crate::tiny_tokenizer;
 
 /// One chat turn for [`Tokenizer::apply_chat`].
@@ -224,9 +224,8 @@ impl Tokenizer {
             .inner
             .to_string(true)
             .map_err(|e| ModelError::Tokenizer(format!("serialise: {e}")))?;
-        crate::fsutil::write_file(&dir.join("tokenizer.json"), text.as_bytes())?;
-        let cfg = serde_json::to_string_pretty(&self.config).expect("JSON value serialises");
-        crate::fsutil::write_file(&dir.join("tokenizer_config.json"), cfg.as_bytes())
+        write_file(&dir.join("tokenizer.json"), text.as_bytes())?;
+        write_json(&dir.join("tokenizer_config.json"), &self.config)
     }
 
     /// The underlying `tokenizers` tokenizer.

@@ -75,13 +75,7 @@ impl Policy {
             dropout_rng: Some(&self.dropout_rng),
         };
         if !memory.recompute {
-            let h = self.model.hidden(
-                &batch.ids,
-                Positions::Range(0),
-                AttnMask::Causal,
-                None,
-                &ctx,
-            )?;
+            let h = self.model.causal_hidden(&batch.ids, &ctx)?;
             let scores = batch.scores(self, &h, &ctx, processing)?;
             return Ok(TrainPass {
                 policy: self,

@@ -1,6 +1,6 @@
 //! The decoder (Qwen2 / Llama layout) written with candle tensor ops.
 
-use candle_core::{Device, Tensor};
+use candle_core::Tensor;
 use candle_nn::kv_cache::KvCache;
 
 use crate::attention::{attention, AttnMask};
@@ -9,24 +9,12 @@ use crate::error::Result;
 use crate::lora::{Ctx, Linear, TargetModule};
 use crate::ops;
 
-/// How a weight is created when building a model.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Init {
-    /// Normal with mean 0 (the standard deviation is the builder's).
-    Normal,
-    /// All ones (norm gains).
-    Ones,
-    /// All zeros (biases).
-    Zeros,
-}
-
-/// Provides the tensor called `name` with `shape` (from a file or freshly initialised).
-pub(crate) type WeightSource<'a> = dyn FnMut(&str, &[usize], Init) -> Result<Tensor> + 'a;
-
-/// One decoder layer.
+/// One decoder layer (its weights are listed, named and shaped in `weights.rs`).
 #[derive(Clone)]
 pub(crate) struct Layer {
+    /// Gain of the norm before attention [d].
     pub input_norm: Tensor,
+    /// Gain of the norm before the MLP [d].
     pub post_norm: Tensor,
     pub q: Linear,
     pub k: Linear,
@@ -38,6 +26,7 @@ pub(crate) struct Layer {
 }
 
 impl Layer {
+    /// The projection `t`.
     pub fn proj(&self, t: TargetModule) -> &Linear {
         match t {
             TargetModule::QProj => &self.q,
@@ -50,6 +39,7 @@ impl Layer {
         }
     }
 
+    /// The projection `t`, to change.
     pub fn proj_mut(&mut self, t: TargetModule) -> &mut Linear {
         match t {
             TargetModule::QProj => &mut self.q,
@@ -60,6 +50,21 @@ impl Layer {
             TargetModule::UpProj => &mut self.up,
             TargetModule::DownProj => &mut self.down,
         }
+    }
+
+    /// The seven projections, to change, in [`TargetModule::ALL`]'s order.
+    pub fn linears_mut(&mut self) -> [&mut Linear; 7] {
+        let Layer {
+            q,
+            k,
+            v,
+            o,
+            gate,
+            up,
+            down,
+            ..
+        } = self;
+        [q, k, v, o, gate, up, down]
     }
 }
 
@@ -75,147 +80,38 @@ pub(crate) enum Positions<'a> {
 #[derive(Clone)]
 pub(crate) struct Transformer {
     pub cfg: ModelConfig,
+    /// Token embedding [vocab, d].
     pub embed: Tensor,
     pub layers: Vec<Layer>,
+    /// Gain of the final norm [d].
     pub norm: Tensor,
-    /// `None` when tied to the embedding.
+    /// Output projection [vocab, d]; `None` when tied to the embedding.
     pub lm_head: Option<Tensor>,
+    /// Rotary tables [max_positions, hd/2].
     pub cos: Tensor,
     pub sin: Tensor,
 }
 
-fn linear(
-    src: &mut WeightSource,
-    name: &str,
-    out: usize,
-    inp: usize,
-    bias: bool,
-) -> Result<Linear> {
-    let w = src(&format!("{name}.weight"), &[out, inp], Init::Normal)?;
-    let b = if bias {
-        Some(src(&format!("{name}.bias"), &[out], Init::Zeros)?)
-    } else {
-        None
-    };
-    Ok(Linear::new(w, b))
-}
-
 impl Transformer {
-    /// Builds the model, asking `src` for every weight by its Hugging Face name.
-    pub fn build(cfg: &ModelConfig, device: &Device, src: &mut WeightSource) -> Result<Self> {
-        cfg.validate()?;
-        let (d, hd) = (cfg.hidden_size, cfg.head_dim);
-        let embed = src(
-            "model.embed_tokens.weight",
-            &[cfg.vocab_size, d],
-            Init::Normal,
-        )?;
-        let mut layers = Vec::with_capacity(cfg.num_layers);
-        for i in 0..cfg.num_layers {
-            let p = format!("model.layers.{i}");
-            let qd = cfg.num_heads * hd;
-            let kvd = cfg.num_kv_heads * hd;
-            layers.push(Layer {
-                input_norm: src(&format!("{p}.input_layernorm.weight"), &[d], Init::Ones)?,
-                post_norm: src(
-                    &format!("{p}.post_attention_layernorm.weight"),
-                    &[d],
-                    Init::Ones,
-                )?,
-                q: linear(src, &format!("{p}.self_attn.q_proj"), qd, d, cfg.qkv_bias)?,
-                k: linear(src, &format!("{p}.self_attn.k_proj"), kvd, d, cfg.qkv_bias)?,
-                v: linear(src, &format!("{p}.self_attn.v_proj"), kvd, d, cfg.qkv_bias)?,
-                o: linear(src, &format!("{p}.self_attn.o_proj"), d, qd, cfg.o_bias)?,
-                gate: linear(
-                    src,
-                    &format!("{p}.mlp.gate_proj"),
-                    cfg.intermediate_size,
-                    d,
-                    cfg.mlp_bias,
-                )?,
-                up: linear(
-                    src,
-                    &format!("{p}.mlp.up_proj"),
-                    cfg.intermediate_size,
-                    d,
-                    cfg.mlp_bias,
-                )?,
-                down: linear(
-                    src,
-                    &format!("{p}.mlp.down_proj"),
-                    d,
-                    cfg.intermediate_size,
-                    cfg.mlp_bias,
-                )?,
-            });
-        }
-        let norm = src("model.norm.weight", &[d], Init::Ones)?;
-        let lm_head = if cfg.tie_word_embeddings {
-            None
-        } else {
-            Some(src("lm_head.weight", &[cfg.vocab_size, d], Init::Normal)?)
-        };
-        let (cos, sin) = ops::rope_tables(cfg, device)?;
-        Ok(Transformer {
-            cfg: cfg.clone(),
-            embed,
-            layers,
-            norm,
-            lm_head,
-            cos,
-            sin,
-        })
+    /// Every projection of every layer, to change.
+    pub fn linears_mut(&mut self) -> impl Iterator<Item = &mut Linear> {
+        self.layers.iter_mut().flat_map(Layer::linears_mut)
     }
 
-    /// Every base weight with its Hugging Face name (adapters excluded), in a fixed order.
-    pub fn named_weights(&self) -> Vec<(String, Tensor)> {
-        let mut out = vec![("model.embed_tokens.weight".to_string(), self.embed.clone())];
-        for (i, l) in self.layers.iter().enumerate() {
-            let p = format!("model.layers.{i}");
-            out.push((format!("{p}.input_layernorm.weight"), l.input_norm.clone()));
-            out.push((
-                format!("{p}.post_attention_layernorm.weight"),
-                l.post_norm.clone(),
-            ));
-            for t in TargetModule::ALL {
-                let lin = l.proj(t);
-                out.push((format!("{p}.{}.weight", t.path()), lin.weight.clone()));
-                if let Some(b) = &lin.bias {
-                    out.push((format!("{p}.{}.bias", t.path()), b.clone()));
-                }
-            }
-        }
-        out.push(("model.norm.weight".to_string(), self.norm.clone()));
-        if let Some(h) = &self.lm_head {
-            out.push(("lm_head.weight".to_string(), h.clone()));
-        }
-        out
-    }
-
-    /// Applies `f` to every base weight (adapters excluded), in the order of `named_weights`.
-    pub fn map_weights(&self, f: &mut dyn FnMut(&str, &Tensor) -> Result<Tensor>) -> Result<Self> {
+    /// The model with each adapter folded into its projection (W + (α/r)·B·A) and removed.
+    pub fn merged(&self) -> Result<Self> {
         let mut m = self.clone();
-        m.embed = f("model.embed_tokens.weight", &self.embed)?;
-        for (i, l) in m.layers.iter_mut().enumerate() {
-            let p = format!("model.layers.{i}");
-            l.input_norm = f(&format!("{p}.input_layernorm.weight"), &l.input_norm)?;
-            l.post_norm = f(
-                &format!("{p}.post_attention_layernorm.weight"),
-                &l.post_norm,
-            )?;
-            for t in TargetModule::ALL {
-                let lin = l.proj_mut(t);
-                lin.weight = f(&format!("{p}.{}.weight", t.path()), &lin.weight)?;
-                if let Some(b) = &lin.bias {
-                    lin.bias = Some(f(&format!("{p}.{}.bias", t.path()), b)?);
-                }
-            }
-        }
-        m.norm = f("model.norm.weight", &self.norm)?;
-        if let Some(h) = &self.lm_head {
-            m.lm_head = Some(f("lm_head.weight", h)?);
+        for lin in m.linears_mut() {
+            lin.weight = lin.merged_weight()?;
+            lin.adapter = None;
         }
         Ok(m)
+    }
+
+    /// Hidden states [b, t, d] of whole sequences `ids` [b, t] u32 from position 0 under a
+    /// causal mask, without a cache.
+    pub fn causal_hidden(&self, ids: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        self.hidden(ids, Positions::Range(0), AttnMask::Causal, None, ctx)
     }
 
     /// Hidden states after the final norm: `ids` [b, t] u32 → [b, t, d].
@@ -327,34 +223,4 @@ impl Transformer {
         let head = self.lm_head.as_ref().unwrap_or(&self.embed);
         Ok(rows.matmul(&ctx.w(head).t()?)?)
     }
-}
-
-/// Additive causal mask [t, t]: 0 on and below the diagonal, −∞ above.
-pub(crate) fn causal_mask(t: usize, device: &Device) -> Result<Tensor> {
-    let data: Vec<f32> = (0..t)
-        .flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { f32::NEG_INFINITY }))
-        .collect();
-    Ok(Tensor::from_vec(data, (t, t), device)?)
-}
-
-/// Additive mask [b, 1, t, t_kv] for left-padded rows: query i (absolute index `past + i`) sees
-/// key j when j ≤ past + i and j is not padding; padding queries see themselves only.
-pub(crate) fn padded_mask(
-    pads: &[usize],
-    past: usize,
-    t: usize,
-    device: &Device,
-) -> Result<Tensor> {
-    let kv = past + t;
-    let mut data = Vec::with_capacity(pads.len() * t * kv);
-    for &pad in pads {
-        for i in 0..t {
-            let qi = past + i;
-            for j in 0..kv {
-                let ok = j <= qi && (j >= pad || j == qi);
-                data.push(if ok { 0.0 } else { f32::NEG_INFINITY });
-            }
-        }
-    }
-    Ok(Tensor::from_vec(data, (pads.len(), 1, t, kv), device)?)
 }

@@ -54,31 +54,48 @@ fn mixed_length_batch_equals_one_at_a_time() {
     }
 }
 
-/// Max and mean |generate's log-probabilities − score_with's| for the same prompt + response.
-fn behaviour_mismatch(p: &Policy, params: &SamplingParams, seed: u64) -> (f32, f32) {
+/// Generations of the test prompts, and each prompt followed by its response.
+struct Sampled {
+    /// The log-probabilities `generate` reported, one row per prompt.
+    logprobs: Vec<Vec<f32>>,
+    /// Prompt + response of each row.
+    seqs: Vec<Vec<u32>>,
+    /// Where each response starts in its row.
+    starts: Vec<usize>,
+}
+
+fn sample(p: &Policy, params: &SamplingParams, seed: u64) -> Sampled {
     let pr = prompts(p);
     assert!(pr[0].len() != pr[1].len() && pr[1].len() != pr[2].len());
     let gens = p.generate(&pr, params, seed).unwrap();
-    let seqs: Vec<Vec<u32>> = pr
-        .iter()
-        .zip(&gens)
-        .map(|(a, g)| [a.clone(), g.tokens.clone()].concat())
-        .collect();
-    let starts: Vec<usize> = pr.iter().map(Vec::len).collect();
+    Sampled {
+        logprobs: gens.iter().map(|g| g.logprobs.clone()).collect(),
+        seqs: pr
+            .iter()
+            .zip(&gens)
+            .map(|(a, g)| [a.clone(), g.tokens.clone()].concat())
+            .collect(),
+        starts: pr.iter().map(Vec::len).collect(),
+    }
+}
+
+/// Max and mean |generate's log-probabilities − score_with's| for the same prompt + response.
+fn behaviour_mismatch(p: &Policy, params: &SamplingParams, seed: u64) -> (f32, f32) {
+    let sampled = sample(p, params, seed);
     let processing = LogitProcessing::from_sampling(params);
     let s = p
-        .score_with(&seqs, &starts, ScoreMode::OLD, &processing)
+        .score_with(&sampled.seqs, &sampled.starts, ScoreMode::OLD, &processing)
         .unwrap();
     let got = s.logprob_rows().unwrap();
-    let want: Vec<Vec<f32>> = gens.iter().map(|g| g.logprobs.clone()).collect();
+    let want = &sampled.logprobs;
     let diffs: Vec<f32> = got
         .iter()
-        .zip(&want)
+        .zip(want)
         .flat_map(|(a, b)| a.iter().zip(b).map(|(x, y)| (x - y).abs()))
         .collect();
     assert!(!diffs.is_empty());
     let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
-    (max_abs_diff(&got, &want), mean)
+    (max_abs_diff(&got, want), mean)
 }
 
 #[test]
@@ -110,17 +127,11 @@ fn generation_logprobs_are_those_of_the_processed_distribution() {
             "{params:?}: max {max}, mean {mean}"
         );
         // They differ from the raw distribution's.
-        let pr = prompts(&p);
-        let gens = p.generate(&pr, &params, 21).unwrap();
-        let seqs: Vec<Vec<u32>> = pr
-            .iter()
-            .zip(&gens)
-            .map(|(a, g)| [a.clone(), g.tokens.clone()].concat())
-            .collect();
-        let starts: Vec<usize> = pr.iter().map(Vec::len).collect();
-        let raw = p.score(&seqs, &starts, ScoreMode::OLD).unwrap();
-        let want: Vec<Vec<f32>> = gens.iter().map(|g| g.logprobs.clone()).collect();
-        assert!(max_abs_diff(&raw.logprob_rows().unwrap(), &want) > 1e-2);
+        let sampled = sample(&p, &params, 21);
+        let raw = p
+            .score(&sampled.seqs, &sampled.starts, ScoreMode::OLD)
+            .unwrap();
+        assert!(max_abs_diff(&raw.logprob_rows().unwrap(), &sampled.logprobs) > 1e-2);
     }
 }
 
@@ -251,6 +262,11 @@ fn greedy_top_k_one_and_tiny_temperature_agree() {
     }
 }
 
+/// The message of an error that must be there.
+fn error(r: Result<Vec<Generation>>) -> String {
+    r.unwrap_err().to_string()
+}
+
 #[test]
 fn bad_sampling_arguments_are_errors() {
     let p = policy(7);
@@ -259,33 +275,13 @@ fn bad_sampling_arguments_are_errors() {
         top_p: 0.0,
         ..sampled()
     };
-    assert!(p
-        .generate(&pr, &bad, 0)
-        .unwrap_err()
-        .to_string()
-        .contains("top_p"));
+    assert!(error(p.generate(&pr, &bad, 0)).contains("top_p"));
     let bad = SamplingParams {
         temperature: -1.0,
         ..sampled()
     };
-    assert!(p
-        .generate(&pr, &bad, 0)
-        .unwrap_err()
-        .to_string()
-        .contains("temperature"));
-    assert!(p
-        .generate(&[vec![]], &sampled(), 0)
-        .unwrap_err()
-        .to_string()
-        .contains("empty"));
-    assert!(p
-        .generate(&[vec![100_000]], &sampled(), 0)
-        .unwrap_err()
-        .to_string()
-        .contains("vocabulary"));
-    assert!(p
-        .generate_seeded(&pr, &sampled(), &[1])
-        .unwrap_err()
-        .to_string()
-        .contains("seeds"));
+    assert!(error(p.generate(&pr, &bad, 0)).contains("temperature"));
+    assert!(error(p.generate(&[vec![]], &sampled(), 0)).contains("empty"));
+    assert!(error(p.generate(&[vec![100_000]], &sampled(), 0)).contains("vocabulary"));
+    assert!(error(p.generate_seeded(&pr, &sampled(), &[1])).contains("seeds"));
 }
