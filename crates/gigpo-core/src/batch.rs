@@ -14,11 +14,80 @@
 //! assert_eq!(batch.num_steps(), 3);
 //! assert_eq!(batch.steps()[0].anchor, batch.steps()[2].anchor);
 //! ```
+//!
+//! Groups and trajectories are named by a [`Name`]: text, as in trajectory files, or a number,
+//! as in a rollout where groups and their members are counted. Numbers need no formatting:
+//!
+//! ```
+//! use gigpo_core::{BatchBuilder, StepInput};
+//! let mut b = BatchBuilder::new();
+//! for member in 0..2usize {
+//!     b.push_trajectory(7usize, member, [StepInput::new("start", 0.0)]).unwrap();
+//! }
+//! assert_eq!(b.build().groups()[0].name.to_string(), "7");
+//! ```
 
 use crate::error::AdvantageError;
 use crate::ids::{AnchorId, GroupId, TrajId};
 use std::collections::HashMap;
+use std::fmt;
 use std::ops::Range;
+
+/// The name of an episode group or of a trajectory within its group.
+///
+/// Text and numbers are different names even when they print alike; a batch should use one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Name {
+    /// A name given as text.
+    Text(String),
+    /// A name given as a number.
+    Number(u64),
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Name::Text(t) => f.write_str(t),
+            Name::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl From<&str> for Name {
+    fn from(text: &str) -> Self {
+        Name::Text(text.to_owned())
+    }
+}
+
+impl From<&String> for Name {
+    fn from(text: &String) -> Self {
+        Name::Text(text.clone())
+    }
+}
+
+impl From<String> for Name {
+    fn from(text: String) -> Self {
+        Name::Text(text)
+    }
+}
+
+impl From<u32> for Name {
+    fn from(n: u32) -> Self {
+        Name::Number(n.into())
+    }
+}
+
+impl From<u64> for Name {
+    fn from(n: u64) -> Self {
+        Name::Number(n)
+    }
+}
+
+impl From<usize> for Name {
+    fn from(n: usize) -> Self {
+        Name::Number(n as u64)
+    }
+}
 
 /// One environment step as stored in a batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,7 +131,8 @@ impl<'a> StepInput<'a> {
 /// A trajectory's place in the batch.
 #[derive(Debug, Clone)]
 pub struct Trajectory {
-    pub name: String,
+    /// Its name, unique within its group.
+    pub name: Name,
     pub group: GroupId,
     /// Its steps: `batch.steps()[steps]`.
     pub steps: Range<usize>,
@@ -71,7 +141,8 @@ pub struct Trajectory {
 /// An episode group's place in the batch.
 #[derive(Debug, Clone)]
 pub struct Group {
-    pub name: String,
+    /// Its name, unique within the batch.
+    pub name: Name,
     /// Its trajectories, in insertion order.
     pub trajectories: Vec<TrajId>,
 }
@@ -115,7 +186,7 @@ impl AnchorTable {
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     batch: Batch,
-    group_ids: HashMap<String, GroupId>,
+    group_ids: HashMap<Name, GroupId>,
 }
 
 impl BatchBuilder {
@@ -126,16 +197,17 @@ impl BatchBuilder {
 
     /// The id of the group named `name`, declaring it when new. A declared group must receive at
     /// least one trajectory before the batch is used.
-    pub fn group(&mut self, name: &str) -> Result<GroupId, AdvantageError> {
-        if let Some(&id) = self.group_ids.get(name) {
+    pub fn group(&mut self, name: impl Into<Name>) -> Result<GroupId, AdvantageError> {
+        let name = name.into();
+        if let Some(&id) = self.group_ids.get(&name) {
             return Ok(id);
         }
         let id = GroupId(checked_u32(self.batch.groups.len(), "groups")?);
+        self.group_ids.insert(name.clone(), id);
         self.batch.groups.push(Group {
-            name: name.to_owned(),
+            name,
             trajectories: Vec::new(),
         });
-        self.group_ids.insert(name.to_owned(), id);
         Ok(id)
     }
 
@@ -145,21 +217,25 @@ impl BatchBuilder {
     }
 
     /// Add a trajectory to the group named `group`. Trajectory names must be unique per group.
+    ///
+    /// Either name may be text (`&str`, `String`) or a number (`u32`, `u64`, `usize`).
     pub fn push_trajectory<'a>(
         &mut self,
-        group: &str,
-        trajectory: &str,
+        group: impl Into<Name>,
+        trajectory: impl Into<Name>,
         steps: impl IntoIterator<Item = StepInput<'a>>,
     ) -> Result<TrajId, AdvantageError> {
+        let trajectory = trajectory.into();
         let gid = self.group(group)?;
-        let duplicate = self.batch.groups[gid.index()]
+        let group = &self.batch.groups[gid.index()];
+        let duplicate = group
             .trajectories
             .iter()
             .any(|t| self.batch.trajectories[t.index()].name == trajectory);
         if duplicate {
             return Err(AdvantageError::DuplicateTrajectory {
-                group: group.to_owned(),
-                trajectory: trajectory.to_owned(),
+                group: group.name.to_string(),
+                trajectory: trajectory.to_string(),
             });
         }
         let tid = TrajId(checked_u32(self.batch.trajectories.len(), "trajectories")?);
@@ -175,7 +251,7 @@ impl BatchBuilder {
         checked_u32(self.batch.steps.len(), "steps")?;
         let range = start..self.batch.steps.len();
         self.batch.trajectories.push(Trajectory {
-            name: trajectory.to_owned(),
+            name: trajectory,
             group: gid,
             steps: range,
         });
@@ -243,7 +319,7 @@ impl Batch {
             .partition_point(|tr| tr.steps.end <= flat_step)
             .min(self.trajectories.len().saturating_sub(1));
         let tr = &self.trajectories[t];
-        let group = self.groups[tr.group.index()].name.clone();
-        (group, tr.name.clone(), flat_step - tr.steps.start)
+        let group = self.groups[tr.group.index()].name.to_string();
+        (group, tr.name.to_string(), flat_step - tr.steps.start)
     }
 }

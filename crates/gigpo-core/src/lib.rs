@@ -29,7 +29,7 @@ pub mod jsonl;
 pub mod normalize;
 pub mod similarity;
 
-pub use batch::{AnchorTable, Batch, BatchBuilder, Group, Step, StepInput, Trajectory};
+pub use batch::{AnchorTable, Batch, BatchBuilder, Group, Name, Step, StepInput, Trajectory};
 pub use config::{AdvantageConfig, Combine, Convention, Estimator, Norm};
 pub use diagnostics::Diagnostics;
 pub use error::AdvantageError;
