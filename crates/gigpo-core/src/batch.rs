@@ -53,15 +53,10 @@ impl fmt::Display for Name {
     }
 }
 
-impl From<&str> for Name {
-    fn from(text: &str) -> Self {
-        Name::Text(text.to_owned())
-    }
-}
-
-impl From<&String> for Name {
-    fn from(text: &String) -> Self {
-        Name::Text(text.clone())
+/// Any borrowed text: `&str`, `&String`, `&&str`, ...
+impl<T: AsRef<str> + ?Sized> From<&T> for Name {
+    fn from(text: &T) -> Self {
+        Name::Text(text.as_ref().to_owned())
     }
 }
 
@@ -218,7 +213,8 @@ impl BatchBuilder {
 
     /// Add a trajectory to the group named `group`. Trajectory names must be unique per group.
     ///
-    /// Either name may be text (`&str`, `String`) or a number (`u32`, `u64`, `usize`).
+    /// Either name may be text (`&str`, `&String`, `String`) or a number (`u32`, `u64`,
+    /// `usize`).
     pub fn push_trajectory<'a>(
         &mut self,
         group: impl Into<Name>,

@@ -5,7 +5,7 @@ mod remote_support;
 
 use gigpo_env::remote::{RemoteEnv, RemoteSpec};
 use gigpo_env::{EnvError, Environment};
-use remote_support::{python, PyServer};
+use remote_support::{python, remote_message, spec_with_timeouts, PyServer};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,17 +21,7 @@ fn shared_server() -> Option<u16> {
 }
 
 fn spec(port: u16) -> RemoteSpec {
-    let mut spec = RemoteSpec::new(format!("openenv+ws://127.0.0.1:{port}").parse().unwrap());
-    spec.timeout_s = 20.0;
-    spec.connect_timeout_s = 20.0;
-    spec
-}
-
-fn remote_message(err: EnvError) -> String {
-    match err {
-        EnvError::Remote(message) => message,
-        other => panic!("expected a remote error, got {other:?}"),
-    }
+    spec_with_timeouts(&format!("openenv+ws://127.0.0.1:{port}"), 20.0, 20.0)
 }
 
 /// Play the counter to its goal (`3 + seed % 3` increments) and check every step.
@@ -166,9 +156,7 @@ fn server_killed_mid_episode_truncates_and_recovers() {
     let Some(python) = python() else { return };
     let mut server = PyServer::start(&python, "counter_openenv_server.py", &[]);
     let port = server.port;
-    let mut spec = spec(port);
-    spec.timeout_s = 5.0;
-    spec.connect_timeout_s = 5.0;
+    let spec = spec_with_timeouts(&format!("openenv+ws://127.0.0.1:{port}"), 5.0, 5.0);
     let mut envs: Vec<RemoteEnv> = (0..4).map(|_| RemoteEnv::connect(&spec).unwrap()).collect();
     for (i, env) in envs.iter_mut().enumerate() {
         env.reset(i as u64).unwrap();

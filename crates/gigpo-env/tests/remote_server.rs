@@ -7,8 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use gigpo_env::remote::runtime::block_on;
 use gigpo_env::remote::server::{serve_stdio, EnvFactory, ServeOptions, Server};
 use gigpo_env::remote::{RemoteEnv, RemoteSpec};
-use gigpo_env::{EnvError, Environment};
-use remote_support::{python, support_script, Walk};
+use gigpo_env::Environment;
+use remote_support::{python, remote_message, spec_with_timeouts, support_script, Walk};
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -39,17 +39,7 @@ fn start_with_idle(
 }
 
 fn client_spec(server: &Server) -> RemoteSpec {
-    let mut spec = RemoteSpec::new(format!("ws://{}", server.local_addr()).parse().unwrap());
-    spec.timeout_s = 10.0;
-    spec.connect_timeout_s = 10.0;
-    spec
-}
-
-fn remote_message(err: EnvError) -> String {
-    match err {
-        EnvError::Remote(message) => message,
-        other => panic!("expected a remote error, got {other:?}"),
-    }
+    spec_with_timeouts(&format!("ws://{}", server.local_addr()), 10.0, 10.0)
 }
 
 /// Play the walk to its goal through `env`, checking what comes back is what `Walk` produces.

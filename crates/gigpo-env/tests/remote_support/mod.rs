@@ -2,6 +2,7 @@
 //! test servers, and a tiny built-in environment to serve.
 #![allow(dead_code)]
 
+use gigpo_env::remote::RemoteSpec;
 use gigpo_env::{EnvError, Environment, Observation, StepOutcome};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
@@ -59,6 +60,22 @@ fn check_python() -> String {
             "cannot run the Python interpreter `{python}` ({e}); set GIGPO_PYTHON to a Python \
              with the packages of python/requirements-test.txt, or GIGPO_SKIP_PYTHON_TESTS=1"
         ),
+    }
+}
+
+/// A spec for `endpoint` with the given per-call and connection timeouts, in seconds.
+pub fn spec_with_timeouts(endpoint: &str, timeout_s: f64, connect_timeout_s: f64) -> RemoteSpec {
+    let mut spec = RemoteSpec::new(endpoint.parse().unwrap());
+    spec.timeout_s = timeout_s;
+    spec.connect_timeout_s = connect_timeout_s;
+    spec
+}
+
+/// The message of a remote-environment error; any other error fails the test.
+pub fn remote_message(err: EnvError) -> String {
+    match err {
+        EnvError::Remote(message) => message,
+        other => panic!("expected a remote error, got {other:?}"),
     }
 }
 
