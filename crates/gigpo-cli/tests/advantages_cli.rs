@@ -2,9 +2,7 @@
 
 mod common;
 
-use common::{gigpo, json_lines, repo_path, run, stderr};
-use std::io::Write;
-use std::process::Stdio;
+use common::{gigpo, json_lines, repo_path, run, run_with_input, stderr};
 
 fn example() -> String {
     repo_path("examples/trajectories.jsonl")
@@ -50,33 +48,20 @@ fn example_file_gives_one_line_per_trajectory_in_order() {
 
 #[test]
 fn standard_streams_and_flags() {
-    let mut child = gigpo()
-        .args([
-            "advantages",
-            "-i",
-            "-",
-            "-o",
-            "-",
-            "--advantage_estimator",
-            "grpo",
-            "--gamma",
-            "1.0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"{\"group\":1,\"trajectory\":2,\"steps\":[{\"anchor\":\"a\",\"reward\":1},{\"anchor\":\"b\",\"reward\":1}]}\n\
-              {\"group\":1,\"trajectory\":3,\"steps\":[{\"anchor\":\"a\",\"reward\":0}],\"extra\":true}\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let input = b"{\"group\":1,\"trajectory\":2,\"steps\":[{\"anchor\":\"a\",\"reward\":1},{\"anchor\":\"b\",\"reward\":1}]}\n\
+                  {\"group\":1,\"trajectory\":3,\"steps\":[{\"anchor\":\"a\",\"reward\":0}],\"extra\":true}\n";
+    let args = [
+        "advantages",
+        "-i",
+        "-",
+        "-o",
+        "-",
+        "--advantage_estimator",
+        "grpo",
+        "--gamma",
+        "1.0",
+    ];
+    let out = run_with_input(gigpo().args(args), input);
     assert!(out.status.success(), "{}", stderr(&out));
     let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(lines[0]["group"], 1);

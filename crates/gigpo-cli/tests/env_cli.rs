@@ -2,10 +2,9 @@
 
 mod common;
 
-use common::{gigpo, json_lines, run_gigpo, stderr};
-use std::io::Write;
+use common::{gigpo, json_lines, run_gigpo, run_with_input, stderr};
 use std::path::Path;
-use std::process::{Output, Stdio};
+use std::process::Output;
 
 const LEVEL: &str =
     "# # # # # #\n# _ _ O _ #\n# _ X _ _ #\n# _ P _ _ #\n# _ _ _ _ #\n# # # # # #\n";
@@ -13,6 +12,21 @@ const LEVEL: &str =
 fn stdout(out: &Output) -> String {
     assert!(out.status.success(), "failed: {}", stderr(out));
     String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+/// `gigpo env play sokoban --level LEVEL --actions ACTIONS EXTRA…`.
+fn play_level(level: &str, actions: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "env",
+        "play",
+        "sokoban",
+        "--level",
+        level,
+        "--actions",
+        actions,
+    ];
+    args.extend_from_slice(extra);
+    run_gigpo(&args)
 }
 
 fn write_level(dir: &Path, text: &str) -> String {
@@ -25,16 +39,7 @@ fn write_level(dir: &Path, text: &str) -> String {
 fn scripted_json_play_prints_one_object_per_step() {
     let dir = tempfile::tempdir().unwrap();
     let level = write_level(dir.path(), LEVEL);
-    let out = run_gigpo(&[
-        "env",
-        "play",
-        "sokoban",
-        "--level",
-        &level,
-        "--actions",
-        "up,l,jump,up,right",
-        "--json",
-    ]);
+    let out = play_level(&level, "up,l,jump,up,right", &["--json"]);
     let text = stdout(&out);
     let keys = [
         "observation",
@@ -175,15 +180,7 @@ fn level_errors_name_the_file_and_position() {
     ];
     for (text, want) in cases {
         let level = write_level(dir.path(), text);
-        let err = error_of(&run_gigpo(&[
-            "env",
-            "play",
-            "sokoban",
-            "--level",
-            &level,
-            "--actions",
-            "up",
-        ]));
+        let err = error_of(&play_level(&level, "up", &[]));
         assert!(err.contains("level.txt") && err.contains(want), "{err}");
     }
     let err = error_of(&run_gigpo(&[
@@ -239,20 +236,10 @@ fn usage_errors() {
 fn line_input_plays_from_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let level = write_level(dir.path(), LEVEL);
-    let mut child = gigpo()
-        .args(["env", "play", "sokoban", "--level", &level])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"u\nbogus\nleft\nup\nr\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        gigpo().args(["env", "play", "sokoban", "--level", &level]),
+        b"u\nbogus\nleft\nup\nr\n",
+    );
     let text = stdout(&out);
     assert!(text.contains("unknown move `bogus`"), "{text}");
     assert!(

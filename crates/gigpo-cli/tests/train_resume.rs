@@ -4,7 +4,7 @@
 mod common;
 
 use common::{gigpo, run, stderr};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,13 @@ keep = 3
 levels = 0
 "#;
 
+/// CONFIG written to `dir`.
+fn small_config(dir: &Path) -> PathBuf {
+    let config = dir.join("small.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    config
+}
+
 /// `gigpo train --quiet EXTRA --config CONFIG --run-dir RUN_DIR`, which must succeed.
 fn train(config: &Path, run_dir: &Path, extra: &[&str]) {
     let status = gigpo()
@@ -58,8 +65,7 @@ fn trainable(run_dir: &Path, iteration: usize) -> Vec<u8> {
 #[test]
 fn sigkill_and_resume_matches_a_straight_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("small.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    let config = small_config(tmp.path());
     let straight = tmp.path().join("straight");
     let killed = tmp.path().join("killed");
 
@@ -150,8 +156,7 @@ fn seed_flags_are_accepted_verbatim() {
 #[test]
 fn eval_reports_greedy_sampled_and_both_baselines() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("small.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    let config = small_config(tmp.path());
     let run_dir = tmp.path().join("run");
     train(&config, &run_dir, &["--iterations", "2"]);
     let checkpoint = run_dir.join("checkpoints/iter-2");

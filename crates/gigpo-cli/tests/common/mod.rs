@@ -3,6 +3,7 @@
 // Each test file uses some of these.
 #![allow(dead_code)]
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
@@ -14,6 +15,18 @@ pub fn gigpo() -> Command {
 /// Runs `cmd` with nothing on standard input and collects what it printed.
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap()
+}
+
+/// Runs `cmd` with `input` on standard input and collects what it printed.
+pub fn run_with_input(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
 }
 
 /// Runs `gigpo ARGS` with nothing on standard input.

@@ -132,19 +132,12 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_field() {
+        let error = |spec: &RemoteSpec| spec.validate().unwrap_err().to_string();
         let mut spec = RemoteSpec::new("ws://127.0.0.1:1".parse().unwrap());
         spec.timeout_s = 0.0;
-        assert!(spec
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("timeout_s"));
+        assert!(error(&spec).contains("timeout_s"));
         spec.timeout_s = 1.0;
         spec.processes = 0;
-        assert!(spec
-            .validate()
-            .unwrap_err()
-            .to_string()
-            .contains("processes"));
+        assert!(error(&spec).contains("processes"));
     }
 }
