@@ -39,7 +39,7 @@ fn synthetic(groups: usize, trajs: usize, steps: usize, distinct: f64, seed: u64
                 reward: *r,
                 action_valid: *v,
             });
-            b.push_trajectory(g, t, inputs).unwrap();
+            b.push_numbered(g, t, inputs).unwrap();
         }
     }
     b.build()

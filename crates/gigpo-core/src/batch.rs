@@ -15,14 +15,15 @@
 //! assert_eq!(batch.steps()[0].anchor, batch.steps()[2].anchor);
 //! ```
 //!
-//! Groups and trajectories are named by a [`Name`]: text, as in trajectory files, or a number,
-//! as in a rollout where groups and their members are counted. Numbers need no formatting:
+//! Groups and trajectories are named by a [`Name`]: text, as in trajectory files
+//! ([`BatchBuilder::push_trajectory`]), or a number, as in a rollout where groups and their
+//! members are counted ([`BatchBuilder::push_numbered`]; nothing to format):
 //!
 //! ```
 //! use gigpo_core::{BatchBuilder, StepInput};
 //! let mut b = BatchBuilder::new();
-//! for member in 0..2usize {
-//!     b.push_trajectory(7usize, member, [StepInput::new("start", 0.0)]).unwrap();
+//! for member in 0..2 {
+//!     b.push_numbered(7, member, [StepInput::new("start", 0.0)]).unwrap();
 //! }
 //! assert_eq!(b.build().groups()[0].name.to_string(), "7");
 //! ```
@@ -50,37 +51,6 @@ impl fmt::Display for Name {
             Name::Text(t) => f.write_str(t),
             Name::Number(n) => write!(f, "{n}"),
         }
-    }
-}
-
-/// Any borrowed text: `&str`, `&String`, `&&str`, ...
-impl<T: AsRef<str> + ?Sized> From<&T> for Name {
-    fn from(text: &T) -> Self {
-        Name::Text(text.as_ref().to_owned())
-    }
-}
-
-impl From<String> for Name {
-    fn from(text: String) -> Self {
-        Name::Text(text)
-    }
-}
-
-impl From<u32> for Name {
-    fn from(n: u32) -> Self {
-        Name::Number(n.into())
-    }
-}
-
-impl From<u64> for Name {
-    fn from(n: u64) -> Self {
-        Name::Number(n)
-    }
-}
-
-impl From<usize> for Name {
-    fn from(n: usize) -> Self {
-        Name::Number(n as u64)
     }
 }
 
@@ -192,8 +162,43 @@ impl BatchBuilder {
 
     /// The id of the group named `name`, declaring it when new. A declared group must receive at
     /// least one trajectory before the batch is used.
-    pub fn group(&mut self, name: impl Into<Name>) -> Result<GroupId, AdvantageError> {
-        let name = name.into();
+    pub fn group(&mut self, name: &str) -> Result<GroupId, AdvantageError> {
+        self.group_id(Name::Text(name.to_owned()))
+    }
+
+    /// Intern an anchor text ahead of time.
+    pub fn intern(&mut self, anchor: &str) -> AnchorId {
+        self.batch.anchors.intern(anchor)
+    }
+
+    /// Add a trajectory to the group named `group`. Trajectory names must be unique per group.
+    pub fn push_trajectory<'a>(
+        &mut self,
+        group: &str,
+        trajectory: &str,
+        steps: impl IntoIterator<Item = StepInput<'a>>,
+    ) -> Result<TrajId, AdvantageError> {
+        let group = Name::Text(group.to_owned());
+        self.push(group, Name::Text(trajectory.to_owned()), steps)
+    }
+
+    /// Add trajectory number `member` to group number `group`, for callers that count their
+    /// groups and members (a rollout): no names to format. Member numbers must be unique per
+    /// group. Numbered groups are other groups than named ones, even when they print alike.
+    pub fn push_numbered<'a>(
+        &mut self,
+        group: usize,
+        member: usize,
+        steps: impl IntoIterator<Item = StepInput<'a>>,
+    ) -> Result<TrajId, AdvantageError> {
+        self.push(
+            Name::Number(group as u64),
+            Name::Number(member as u64),
+            steps,
+        )
+    }
+
+    fn group_id(&mut self, name: Name) -> Result<GroupId, AdvantageError> {
         if let Some(&id) = self.group_ids.get(&name) {
             return Ok(id);
         }
@@ -206,23 +211,13 @@ impl BatchBuilder {
         Ok(id)
     }
 
-    /// Intern an anchor text ahead of time.
-    pub fn intern(&mut self, anchor: &str) -> AnchorId {
-        self.batch.anchors.intern(anchor)
-    }
-
-    /// Add a trajectory to the group named `group`. Trajectory names must be unique per group.
-    ///
-    /// Either name may be text (`&str`, `&String`, `String`) or a number (`u32`, `u64`,
-    /// `usize`).
-    pub fn push_trajectory<'a>(
+    fn push<'a>(
         &mut self,
-        group: impl Into<Name>,
-        trajectory: impl Into<Name>,
+        group: Name,
+        trajectory: Name,
         steps: impl IntoIterator<Item = StepInput<'a>>,
     ) -> Result<TrajId, AdvantageError> {
-        let trajectory = trajectory.into();
-        let gid = self.group(group)?;
+        let gid = self.group_id(group)?;
         let group = &self.batch.groups[gid.index()];
         let duplicate = group
             .trajectories
