@@ -6,7 +6,7 @@
 //!   `down`, `left`, `right` or `u`, `d`, `l`, `r`; `q` quits.
 //! - `gigpo env play ENV ... --actions up,left,... [--json]`: plays the listed moves (also
 //!   `u/d/l/r`; each is sent as `<action>MOVE</action>`, or verbatim with `--raw`) and, with
-//!   `--json`, prints one JSON object per step as SPEC §7 defines:
+//!   `--json`, prints one JSON object per step as docs/formats.md defines:
 //!   `{"observation": "…", "reward": …, "terminated": …, "truncated": …, "won": …,
 //!   "action_valid": …}`.
 //! - `gigpo env show ENV [--seed N | --level FILE]`: prints the level and the length of its
@@ -151,7 +151,7 @@ fn action_text(item: &str, raw: bool) -> String {
     format!("<action>{word}</action>")
 }
 
-/// One step as SPEC §7 prints it.
+/// One step of `gigpo env play --json` (docs/formats.md).
 #[derive(Serialize)]
 struct JsonStep<'a> {
     observation: &'a str,

@@ -1,17 +1,13 @@
 //! `gigpo advantages` end to end: files, standard streams, errors with line numbers, atomic output.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+mod common;
 
-fn gigpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gigpo"))
-}
+use common::{gigpo, json_lines, repo_path, run, run_with_input, stderr};
 
 fn example() -> String {
-    format!(
-        "{}/../../examples/trajectories.jsonl",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    repo_path("examples/trajectories.jsonl")
+        .to_string_lossy()
+        .into_owned()
 }
 
 #[test]
@@ -19,25 +15,16 @@ fn example_file_gives_one_line_per_trajectory_in_order() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("adv.jsonl");
     let diag = dir.path().join("diag.json");
-    let status = gigpo()
+    let status = run(gigpo()
         .args(["advantages", "--input", &example(), "--output"])
         .arg(&out)
         .arg("--diagnostics")
-        .arg(&diag)
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
-    let stderr = String::from_utf8_lossy(&status.stderr);
-    assert!(stderr.contains("step groups: 7"), "{stderr}");
+        .arg(&diag));
+    let err = stderr(&status);
+    assert!(status.status.success(), "{err}");
+    assert!(err.contains("step groups: 7"), "{err}");
     let text = std::fs::read_to_string(&out).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines = json_lines(&text);
     let ids: Vec<&str> = lines
         .iter()
         .map(|l| l["trajectory"].as_str().unwrap())
@@ -61,43 +48,22 @@ fn example_file_gives_one_line_per_trajectory_in_order() {
 
 #[test]
 fn standard_streams_and_flags() {
-    let mut child = gigpo()
-        .args([
-            "advantages",
-            "-i",
-            "-",
-            "-o",
-            "-",
-            "--advantage_estimator",
-            "grpo",
-            "--gamma",
-            "1.0",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(
-            b"{\"group\":1,\"trajectory\":2,\"steps\":[{\"anchor\":\"a\",\"reward\":1},{\"anchor\":\"b\",\"reward\":1}]}\n\
-              {\"group\":1,\"trajectory\":3,\"steps\":[{\"anchor\":\"a\",\"reward\":0}],\"extra\":true}\n",
-        )
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let input = b"{\"group\":1,\"trajectory\":2,\"steps\":[{\"anchor\":\"a\",\"reward\":1},{\"anchor\":\"b\",\"reward\":1}]}\n\
+                  {\"group\":1,\"trajectory\":3,\"steps\":[{\"anchor\":\"a\",\"reward\":0}],\"extra\":true}\n";
+    let args = [
+        "advantages",
+        "-i",
+        "-",
+        "-o",
+        "-",
+        "--advantage_estimator",
+        "grpo",
+        "--gamma",
+        "1.0",
+    ];
+    let out = run_with_input(gigpo().args(args), input);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
     assert_eq!(lines[0]["group"], 1);
     assert_eq!(lines[0]["steps"][0]["return"], 2.0);
     assert_eq!(lines[0]["steps"][0]["step_advantage"], 0.0);
@@ -115,26 +81,21 @@ fn malformed_line_is_reported_with_its_number_and_nothing_is_written() {
     )
     .unwrap();
     let out = dir.path().join("out.jsonl");
-    let res = gigpo()
-        .args(["advantages", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let convert = || {
+        run(gigpo()
+            .args(["advantages", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&out))
+    };
+    let res = convert();
     assert!(!res.status.success());
-    let err = String::from_utf8_lossy(&res.stderr);
+    let err = stderr(&res);
     assert!(err.contains("line 3"), "{err}");
     assert!(!out.exists());
     // An existing output file is left as it was.
     std::fs::write(&out, "previous").unwrap();
-    let res = gigpo()
-        .args(["advantages", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let res = convert();
     assert!(!res.status.success());
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "previous");
 }
@@ -148,49 +109,39 @@ fn bad_values_are_named() {
         "{\"group\":\"g\",\"trajectory\":\"a\",\"steps\":[]}\n",
     )
     .unwrap();
-    let run = |extra: &[&str]| {
-        let res = gigpo()
+    let error = |extra: &[&str]| {
+        let res = run(gigpo()
             .args(["advantages", "--output", "-", "--input"])
             .arg(&input)
-            .args(extra)
-            .output()
-            .unwrap();
+            .args(extra));
         assert!(!res.status.success());
-        String::from_utf8_lossy(&res.stderr).into_owned()
+        stderr(&res)
     };
-    let err = run(&[]);
+    let err = error(&[]);
     assert!(err.contains("line 1") && err.contains("no steps"), "{err}");
-    assert!(run(&["--gamma", "2"]).contains("gamma = 2"));
-    assert!(run(&["--gigpo_step_advantage_weight", "-1"]).contains("step_advantage_weight"));
-    assert!(run(&[
+    assert!(error(&["--gamma", "2"]).contains("gamma = 2"));
+    assert!(error(&["--gigpo_step_advantage_weight", "-1"]).contains("step_advantage_weight"));
+    assert!(error(&[
         "--combine",
         "convex",
         "--gigpo_step_advantage_weight",
         "1.5"
     ])
     .contains("convex"));
-    assert!(run(&["--anchor_similarity", "1.0"]).contains("anchor_similarity"));
-    assert!(run(&["--advantage_estimator", "ppo"]).contains("ppo"));
+    assert!(error(&["--anchor_similarity", "1.0"]).contains("anchor_similarity"));
+    assert!(error(&["--advantage_estimator", "ppo"]).contains("ppo"));
 }
 
 #[test]
 fn verl_agent_preset_is_selectable() {
-    let a = gigpo()
-        .args([
-            "advantages",
-            "--input",
-            &example(),
-            "--output",
-            "-",
-            "--preset",
-            "verl-agent",
-        ])
-        .output()
-        .unwrap();
-    let b = gigpo()
-        .args(["advantages", "--input", &example(), "--output", "-"])
-        .output()
-        .unwrap();
+    let example = example();
+    let convert = |extra: &[&str]| {
+        run(gigpo()
+            .args(["advantages", "--input", &example, "--output", "-"])
+            .args(extra))
+    };
+    let a = convert(&["--preset", "verl-agent"]);
+    let b = convert(&[]);
     assert!(a.status.success() && b.status.success());
     assert_ne!(a.stdout, b.stdout);
 }

@@ -1,23 +1,13 @@
 //! `--device` at the command line on this build, and the two commands bench/gpu.sh runs on a
 //! GPU (`gigpo model parity`, `gigpo model bench`), here on the CPU.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
 
-fn gigpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gigpo"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{repo_path, run_gigpo, text};
+use std::process::Output;
 
 fn score(device: &str) -> Output {
-    gigpo(&[
+    run_gigpo(&[
         "model",
         "score",
         "--prompt",
@@ -28,12 +18,6 @@ fn score(device: &str) -> Output {
         "--device",
         device,
     ])
-}
-
-fn repo_file(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .join(rel)
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -76,7 +60,7 @@ fn an_unknown_device_names_the_option() {
 
 #[test]
 fn parity_of_the_cpu_with_itself_is_exact() {
-    let out = gigpo(&["model", "parity", "--model", "tiny", "--device", "cpu"]);
+    let out = run_gigpo(&["model", "parity", "--model", "tiny", "--device", "cpu"]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{}", text(&out.stderr));
     // Three prompts, with and without gradient tracking, then the verdict.
@@ -93,7 +77,7 @@ fn parity_of_the_cpu_with_itself_is_exact() {
 
 #[test]
 fn parity_refuses_a_negative_tolerance() {
-    let out = gigpo(&["model", "parity", "--device", "cpu", "--tolerance=-1"]);
+    let out = run_gigpo(&["model", "parity", "--device", "cpu", "--tolerance=-1"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("--tolerance"));
 }
@@ -109,7 +93,7 @@ fn bench_times_one_iteration_of_a_given_shape() {
             "vocab_size": 1000, "max_position_embeddings": 64}"#,
     )
     .unwrap();
-    let out = gigpo(&[
+    let out = run_gigpo(&[
         "model",
         "bench",
         "--config",
@@ -143,7 +127,7 @@ fn bench_times_one_iteration_of_a_given_shape() {
 
 #[test]
 fn bench_names_a_missing_config() {
-    let out = gigpo(&["model", "bench", "--config", "/nonexistent/config.json"]);
+    let out = run_gigpo(&["model", "bench", "--config", "/nonexistent/config.json"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("/nonexistent/config.json"));
 }
@@ -155,7 +139,7 @@ fn the_gpu_bench_shapes_are_the_qwen_models() {
         ("qwen2.5-0.5b", 896, 24, 14),
         ("qwen2.5-1.5b", 1536, 28, 12),
     ] {
-        let path = repo_file(&format!("bench/gpu/{name}.json"));
+        let path = repo_path(&format!("bench/gpu/{name}.json"));
         let text = std::fs::read_to_string(&path).unwrap();
         let cfg = gigpo_model::ModelConfig::from_hf_json(&text, &path).unwrap();
         assert_eq!(cfg.architecture, gigpo_model::Architecture::Qwen2);

@@ -1,27 +1,32 @@
 //! `gigpo env play` and `gigpo env show` as scripts use them.
 
-use std::io::Write;
+mod common;
+
+use common::{gigpo, json_lines, run_gigpo, run_with_input, stderr};
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 const LEVEL: &str =
     "# # # # # #\n# _ _ O _ #\n# _ X _ _ #\n# _ P _ _ #\n# _ _ _ _ #\n# # # # # #\n";
 
-fn gigpo(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_gigpo"))
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+fn stdout(out: &Output) -> String {
+    assert!(out.status.success(), "failed: {}", stderr(out));
+    String::from_utf8(out.stdout.clone()).unwrap()
 }
 
-fn stdout(out: &Output) -> String {
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout.clone()).unwrap()
+/// `gigpo env play sokoban --level LEVEL --actions ACTIONS EXTRA…`.
+fn play_level(level: &str, actions: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "env",
+        "play",
+        "sokoban",
+        "--level",
+        level,
+        "--actions",
+        actions,
+    ];
+    args.extend_from_slice(extra);
+    run_gigpo(&args)
 }
 
 fn write_level(dir: &Path, text: &str) -> String {
@@ -30,26 +35,11 @@ fn write_level(dir: &Path, text: &str) -> String {
     path.to_str().unwrap().to_string()
 }
 
-fn json_lines(text: &str) -> Vec<serde_json::Value> {
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
 #[test]
 fn scripted_json_play_prints_one_object_per_step() {
     let dir = tempfile::tempdir().unwrap();
     let level = write_level(dir.path(), LEVEL);
-    let out = gigpo(&[
-        "env",
-        "play",
-        "sokoban",
-        "--level",
-        &level,
-        "--actions",
-        "up,l,jump,up,right",
-        "--json",
-    ]);
+    let out = play_level(&level, "up,l,jump,up,right", &["--json"]);
     let text = stdout(&out);
     let keys = [
         "observation",
@@ -60,7 +50,7 @@ fn scripted_json_play_prints_one_object_per_step() {
         "action_valid",
     ];
     for line in text.lines() {
-        // The fields of SPEC §7, in its order, and nothing else.
+        // The fields of docs/formats.md, in its order, and nothing else.
         let at: Vec<usize> = keys
             .iter()
             .map(|k| line.find(&format!("\"{k}\":")).unwrap())
@@ -92,7 +82,7 @@ fn play_stops_when_the_episode_ends() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("env.toml");
     std::fs::write(&config, "[env]\nkind = \"sokoban\"\nmax_steps = 2\n").unwrap();
-    let out = gigpo(&[
+    let out = run_gigpo(&[
         "env",
         "play",
         "sokoban",
@@ -107,7 +97,7 @@ fn play_stops_when_the_episode_ends() {
     let steps = json_lines(&stdout(&out));
     assert_eq!(steps.len(), 2);
     assert_eq!(steps[1]["truncated"], true);
-    assert!(String::from_utf8_lossy(&out.stderr).contains("2 actions not played"));
+    assert!(stderr(&out).contains("2 actions not played"));
 }
 
 #[test]
@@ -122,12 +112,12 @@ fn same_seed_same_episode() {
         "u,d,l,r",
         "--json",
     ];
-    assert_eq!(stdout(&gigpo(&args)), stdout(&gigpo(&args)));
+    assert_eq!(stdout(&run_gigpo(&args)), stdout(&run_gigpo(&args)));
 }
 
 #[test]
 fn raw_actions_go_through_the_parser() {
-    let out = gigpo(&[
+    let out = run_gigpo(&[
         "env",
         "play",
         "frozenlake",
@@ -150,17 +140,17 @@ fn raw_actions_go_through_the_parser() {
 fn show_prints_level_and_optimal_length() {
     let dir = tempfile::tempdir().unwrap();
     let level = write_level(dir.path(), LEVEL);
-    let text = stdout(&gigpo(&["env", "show", "sokoban", "--level", &level]));
+    let text = stdout(&run_gigpo(&["env", "show", "sokoban", "--level", &level]));
     assert!(text.starts_with(LEVEL.trim_end()), "{text}");
     assert!(text.contains("optimal solution: 4 steps"), "{text}");
     assert!(text.contains("solution: up,left,up,right"), "{text}");
 
-    let text = stdout(&gigpo(&["env", "show", "sokoban", "--seed", "7"]));
+    let text = stdout(&run_gigpo(&["env", "show", "sokoban", "--seed", "7"]));
     assert!(text.contains("optimal solution: 5 steps"), "{text}");
 
     let lake = dir.path().join("lake.txt");
     std::fs::write(&lake, "SFFF\nFHFH\nFFFH\nHFFG\n").unwrap();
-    let text = stdout(&gigpo(&[
+    let text = stdout(&run_gigpo(&[
         "env",
         "show",
         "frozenlake",
@@ -173,7 +163,7 @@ fn show_prints_level_and_optimal_length() {
 
 fn error_of(out: &Output) -> String {
     assert!(!out.status.success(), "expected failure");
-    String::from_utf8_lossy(&out.stderr).to_string()
+    stderr(out)
 }
 
 #[test]
@@ -190,18 +180,10 @@ fn level_errors_name_the_file_and_position() {
     ];
     for (text, want) in cases {
         let level = write_level(dir.path(), text);
-        let err = error_of(&gigpo(&[
-            "env",
-            "play",
-            "sokoban",
-            "--level",
-            &level,
-            "--actions",
-            "up",
-        ]));
+        let err = error_of(&play_level(&level, "up", &[]));
         assert!(err.contains("level.txt") && err.contains(want), "{err}");
     }
-    let err = error_of(&gigpo(&[
+    let err = error_of(&run_gigpo(&[
         "env",
         "show",
         "sokoban",
@@ -215,36 +197,28 @@ fn level_errors_name_the_file_and_position() {
 fn config_kind_must_match() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("env.toml");
+    let show = || {
+        let config = config.to_str().unwrap();
+        error_of(&run_gigpo(&["env", "show", "sokoban", "--config", config]))
+    };
     std::fs::write(&config, "[env]\nkind = \"frozenlake\"\n").unwrap();
-    let err = error_of(&gigpo(&[
-        "env",
-        "show",
-        "sokoban",
-        "--config",
-        config.to_str().unwrap(),
-    ]));
+    let err = show();
     assert!(
         err.contains("configures `frozenlake`, not `sokoban`"),
         "{err}"
     );
     std::fs::write(&config, "[env]\nkind = \"sokoban\"\nnum_box = 2\n").unwrap();
-    let err = error_of(&gigpo(&[
-        "env",
-        "show",
-        "sokoban",
-        "--config",
-        config.to_str().unwrap(),
-    ]));
+    let err = show();
     assert!(err.contains("env.toml") && err.contains("num_box"), "{err}");
 }
 
 #[test]
 fn usage_errors() {
-    let err = error_of(&gigpo(&["env", "play", "chess", "--actions", "up"]));
+    let err = error_of(&run_gigpo(&["env", "play", "chess", "--actions", "up"]));
     assert!(err.contains("chess") && err.contains("sokoban"), "{err}");
-    let err = error_of(&gigpo(&["env", "play", "sokoban", "--json"]));
+    let err = error_of(&run_gigpo(&["env", "play", "sokoban", "--json"]));
     assert!(err.contains("--actions"), "{err}");
-    let err = error_of(&gigpo(&[
+    let err = error_of(&run_gigpo(&[
         "env",
         "play",
         "sokoban",
@@ -262,20 +236,10 @@ fn usage_errors() {
 fn line_input_plays_from_a_pipe() {
     let dir = tempfile::tempdir().unwrap();
     let level = write_level(dir.path(), LEVEL);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gigpo"))
-        .args(["env", "play", "sokoban", "--level", &level])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"u\nbogus\nleft\nup\nr\n")
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = run_with_input(
+        gigpo().args(["env", "play", "sokoban", "--level", &level]),
+        b"u\nbogus\nleft\nup\nr\n",
+    );
     let text = stdout(&out);
     assert!(text.contains("unknown move `bogus`"), "{text}");
     assert!(

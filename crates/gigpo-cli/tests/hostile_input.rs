@@ -2,6 +2,9 @@
 //! that is wrong, printed once, with a non-zero exit and without a crash; nothing already
 //! written is replaced or lost, and nothing hangs.
 
+mod common;
+
+use common::{gigpo, run, stderr};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -30,18 +33,6 @@ keep = 1
 [sft]
 levels = 0
 "#;
-
-fn gigpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gigpo"))
-}
-
-fn run(cmd: &mut Command) -> Output {
-    cmd.stdin(Stdio::null()).output().unwrap()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// Fails (rather than passes) when the command crashed instead of reporting an error, or
 /// reported it more than once.

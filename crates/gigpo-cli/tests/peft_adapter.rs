@@ -5,7 +5,10 @@
 //! Needs a Python with torch, transformers and peft (python/requirements-torch.txt) in
 //! `GIGPO_TORCH_PYTHON`; scripts/test.sh installs one. Skipped without it, except under CI.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::{gigpo, python_from_env, repo_path, stderr};
+use std::path::Path;
 use std::process::Command;
 
 use gigpo_model::{Device, LoraConfig, Policy, SaveMode, Tensor, TinyConfig};
@@ -15,20 +18,7 @@ const PROMPT: &str = "The box is left of you. Push it.";
 const RESPONSE: &str = "<think>push left</think><action>left</action>";
 
 fn torch_python() -> Option<String> {
-    match std::env::var("GIGPO_TORCH_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but GIGPO_TORCH_PYTHON is not set (scripts/test.sh sets it)")
-        }
-        Err(_) => {
-            eprintln!("skipping: GIGPO_TORCH_PYTHON is not set (scripts/test.sh sets it)");
-            None
-        }
-    }
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+    python_from_env("GIGPO_TORCH_PYTHON", "scripts/test.sh sets it")
 }
 
 /// Deterministic values in ±scale.
@@ -65,11 +55,7 @@ fn write_adapter(base: &Path, out: &Path) {
 }
 
 fn parse(out: std::process::Output, what: &str) -> (Vec<u32>, Vec<f32>) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{what} failed: {}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let tokens = serde_json::from_value(v["tokens"].clone()).unwrap();
     let logprobs = serde_json::from_value(v["logprobs"].clone()).unwrap();
@@ -77,7 +63,7 @@ fn parse(out: std::process::Output, what: &str) -> (Vec<u32>, Vec<f32>) {
 }
 
 fn gigpo_score(base: &Path, adapter: Option<&Path>) -> (Vec<u32>, Vec<f32>) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_gigpo"));
+    let mut cmd = gigpo();
     cmd.args(["model", "score", "--chat", "--json", "--prompt", PROMPT])
         .args(["--response", RESPONSE, "--model"])
         .arg(base);
@@ -89,7 +75,7 @@ fn gigpo_score(base: &Path, adapter: Option<&Path>) -> (Vec<u32>, Vec<f32>) {
 
 fn peft_score(python: &str, base: &Path, adapter: &Path) -> (Vec<u32>, Vec<f32>) {
     let out = Command::new(python)
-        .arg(repo_root().join("python/peft_score.py"))
+        .arg(repo_path("python/peft_score.py"))
         .arg("--base")
         .arg(base)
         .arg("--adapter")
@@ -149,6 +135,6 @@ fn adapter_on_tiny_qwen2_loads_in_peft() {
 fn adapter_on_llama_fixture_loads_in_peft() {
     let Some(python) = torch_python() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let base = repo_root().join("crates/gigpo-model/tests/fixtures/llama");
+    let base = repo_path("crates/gigpo-model/tests/fixtures/llama");
     check(&python, &base, tmp.path());
 }

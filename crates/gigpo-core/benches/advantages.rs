@@ -39,8 +39,7 @@ fn synthetic(groups: usize, trajs: usize, steps: usize, distinct: f64, seed: u64
                 reward: *r,
                 action_valid: *v,
             });
-            b.push_trajectory(&format!("g{g}"), &format!("t{t}"), inputs)
-                .unwrap();
+            b.push_numbered(g, t, inputs).unwrap();
         }
     }
     b.build()
@@ -85,8 +84,8 @@ fn bench_build(c: &mut Criterion) {
                 })
                 .collect();
             (
-                batch.groups()[t.group.index()].name.clone(),
-                t.name.clone(),
+                batch.groups()[t.group.index()].name.to_string(),
+                t.name.to_string(),
                 steps,
             )
         })

@@ -14,11 +14,45 @@
 //! assert_eq!(batch.num_steps(), 3);
 //! assert_eq!(batch.steps()[0].anchor, batch.steps()[2].anchor);
 //! ```
+//!
+//! Groups and trajectories are named by a [`Name`]: text, as in trajectory files
+//! ([`BatchBuilder::push_trajectory`]), or a number, as in a rollout where groups and their
+//! members are counted ([`BatchBuilder::push_numbered`]; nothing to format):
+//!
+//! ```
+//! use gigpo_core::{BatchBuilder, StepInput};
+//! let mut b = BatchBuilder::new();
+//! for member in 0..2 {
+//!     b.push_numbered(7, member, [StepInput::new("start", 0.0)]).unwrap();
+//! }
+//! assert_eq!(b.build().groups()[0].name.to_string(), "7");
+//! ```
 
 use crate::error::AdvantageError;
 use crate::ids::{AnchorId, GroupId, TrajId};
 use std::collections::HashMap;
+use std::fmt;
 use std::ops::Range;
+
+/// The name of an episode group or of a trajectory within its group.
+///
+/// Text and numbers are different names even when they print alike; a batch should use one kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Name {
+    /// A name given as text.
+    Text(String),
+    /// A name given as a number.
+    Number(u64),
+}
+
+impl fmt::Display for Name {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Name::Text(t) => f.write_str(t),
+            Name::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
 
 /// One environment step as stored in a batch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -62,7 +96,8 @@ impl<'a> StepInput<'a> {
 /// A trajectory's place in the batch.
 #[derive(Debug, Clone)]
 pub struct Trajectory {
-    pub name: String,
+    /// Its name, unique within its group.
+    pub name: Name,
     pub group: GroupId,
     /// Its steps: `batch.steps()[steps]`.
     pub steps: Range<usize>,
@@ -71,7 +106,8 @@ pub struct Trajectory {
 /// An episode group's place in the batch.
 #[derive(Debug, Clone)]
 pub struct Group {
-    pub name: String,
+    /// Its name, unique within the batch.
+    pub name: Name,
     /// Its trajectories, in insertion order.
     pub trajectories: Vec<TrajId>,
 }
@@ -115,7 +151,7 @@ impl AnchorTable {
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     batch: Batch,
-    group_ids: HashMap<String, GroupId>,
+    group_ids: HashMap<Name, GroupId>,
 }
 
 impl BatchBuilder {
@@ -127,16 +163,7 @@ impl BatchBuilder {
     /// The id of the group named `name`, declaring it when new. A declared group must receive at
     /// least one trajectory before the batch is used.
     pub fn group(&mut self, name: &str) -> Result<GroupId, AdvantageError> {
-        if let Some(&id) = self.group_ids.get(name) {
-            return Ok(id);
-        }
-        let id = GroupId(checked_u32(self.batch.groups.len(), "groups")?);
-        self.batch.groups.push(Group {
-            name: name.to_owned(),
-            trajectories: Vec::new(),
-        });
-        self.group_ids.insert(name.to_owned(), id);
-        Ok(id)
+        self.group_id(Name::Text(name.to_owned()))
     }
 
     /// Intern an anchor text ahead of time.
@@ -151,15 +178,55 @@ impl BatchBuilder {
         trajectory: &str,
         steps: impl IntoIterator<Item = StepInput<'a>>,
     ) -> Result<TrajId, AdvantageError> {
-        let gid = self.group(group)?;
-        let duplicate = self.batch.groups[gid.index()]
+        let group = Name::Text(group.to_owned());
+        self.push(group, Name::Text(trajectory.to_owned()), steps)
+    }
+
+    /// Add trajectory number `member` to group number `group`, for callers that count their
+    /// groups and members (a rollout): no names to format. Member numbers must be unique per
+    /// group. Numbered groups are other groups than named ones, even when they print alike.
+    pub fn push_numbered<'a>(
+        &mut self,
+        group: usize,
+        member: usize,
+        steps: impl IntoIterator<Item = StepInput<'a>>,
+    ) -> Result<TrajId, AdvantageError> {
+        self.push(
+            Name::Number(group as u64),
+            Name::Number(member as u64),
+            steps,
+        )
+    }
+
+    fn group_id(&mut self, name: Name) -> Result<GroupId, AdvantageError> {
+        if let Some(&id) = self.group_ids.get(&name) {
+            return Ok(id);
+        }
+        let id = GroupId(checked_u32(self.batch.groups.len(), "groups")?);
+        self.group_ids.insert(name.clone(), id);
+        self.batch.groups.push(Group {
+            name,
+            trajectories: Vec::new(),
+        });
+        Ok(id)
+    }
+
+    fn push<'a>(
+        &mut self,
+        group: Name,
+        trajectory: Name,
+        steps: impl IntoIterator<Item = StepInput<'a>>,
+    ) -> Result<TrajId, AdvantageError> {
+        let gid = self.group_id(group)?;
+        let group = &self.batch.groups[gid.index()];
+        let duplicate = group
             .trajectories
             .iter()
             .any(|t| self.batch.trajectories[t.index()].name == trajectory);
         if duplicate {
             return Err(AdvantageError::DuplicateTrajectory {
-                group: group.to_owned(),
-                trajectory: trajectory.to_owned(),
+                group: group.name.to_string(),
+                trajectory: trajectory.to_string(),
             });
         }
         let tid = TrajId(checked_u32(self.batch.trajectories.len(), "trajectories")?);
@@ -175,7 +242,7 @@ impl BatchBuilder {
         checked_u32(self.batch.steps.len(), "steps")?;
         let range = start..self.batch.steps.len();
         self.batch.trajectories.push(Trajectory {
-            name: trajectory.to_owned(),
+            name: trajectory,
             group: gid,
             steps: range,
         });
@@ -243,7 +310,7 @@ impl Batch {
             .partition_point(|tr| tr.steps.end <= flat_step)
             .min(self.trajectories.len().saturating_sub(1));
         let tr = &self.trajectories[t];
-        let group = self.groups[tr.group.index()].name.clone();
-        (group, tr.name.clone(), flat_step - tr.steps.start)
+        let group = self.groups[tr.group.index()].name.to_string();
+        (group, tr.name.to_string(), flat_step - tr.steps.start)
     }
 }

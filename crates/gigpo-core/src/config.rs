@@ -1,11 +1,11 @@
-//! Options of the advantage computation, with the defaults of SPEC §1.
+//! Options of the advantage computation and their defaults (docs/advantages.md, "Options").
 
 use crate::error::AdvantageError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// Which advantage estimator (SPEC §1.8).
+/// Which advantage estimator (docs/advantages.md, "Estimators").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Estimator {
@@ -18,7 +18,7 @@ pub enum Estimator {
     Gigpo,
 }
 
-/// The normalisation factor F of SPEC §1.4 and §1.6.
+/// The normalisation factor F of both levels (docs/advantages.md, "Normalisation").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Norm {
@@ -29,7 +29,7 @@ pub enum Norm {
     Fixed,
 }
 
-/// How episode and step advantages are combined (SPEC §1.7).
+/// How episode and step advantages are combined (arXiv 2505.10978 Eq. 8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Combine {
@@ -40,7 +40,7 @@ pub enum Combine {
     Convex,
 }
 
-/// Whose numeric conventions to follow (SPEC §1.9).
+/// Whose numeric conventions to follow (docs/advantages.md, "The `verl-agent` preset").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Convention {
@@ -97,7 +97,7 @@ impl fmt::Display for Estimator {
     }
 }
 
-/// All options of the advantage computation. `Default` gives SPEC §1's defaults.
+/// All options of the advantage computation. `Default` gives the defaults of docs/advantages.md.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AdvantageConfig {
@@ -141,7 +141,7 @@ impl Default for AdvantageConfig {
 }
 
 impl AdvantageConfig {
-    /// The `verl-agent` compatibility preset (SPEC §1.9): its conventions and `norm = fixed`.
+    /// The `verl-agent` compatibility preset: its conventions and `norm = fixed`.
     pub fn verl_agent() -> Self {
         Self {
             convention: Convention::VerlAgent,
@@ -150,7 +150,7 @@ impl AdvantageConfig {
         }
     }
 
-    /// Check every value against its allowed range (SPEC §1.11).
+    /// Check every value against its allowed range (docs/advantages.md, "Options").
     pub fn validate(&self) -> Result<(), AdvantageError> {
         let bad = |field, value, requirement| {
             Err(AdvantageError::InvalidConfig {

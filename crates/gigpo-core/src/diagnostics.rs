@@ -1,4 +1,4 @@
-//! Diagnostics returned with every computation (SPEC §1.10).
+//! Diagnostics returned with every computation (docs/advantages.md, "Diagnostics").
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,4 +1,7 @@
-//! The advantage computation, top to bottom (SPEC §1; arXiv 2505.10978 §4).
+//! The advantage computation, top to bottom (docs/advantages.md; arXiv 2505.10978 §4).
+//!
+//! [`compute`] finds the step returns, the trajectory scores and the step groups once, then
+//! hands them to the chosen estimator: `gigpo`, `grpo` or `rloo`, one function each.
 
 use crate::batch::Batch;
 use crate::config::{AdvantageConfig, Combine, Convention, Estimator};
@@ -50,47 +53,135 @@ pub fn compute(batch: &Batch, cfg: &AdvantageConfig) -> Result<Advantages, Advan
     validate_batch(batch)?;
     let (returns, scores) = returns_and_scores(batch, cfg);
     check_scores(batch, &scores)?;
-    let episode = episode_advantages(batch, cfg, &scores);
-    let (step_group, num_step_groups) = step_groups(batch, cfg.anchor_similarity);
-    let keys: Vec<u32> = step_group.iter().map(|g| g.0).collect();
-    let step_stats = group_stats(&keys, &returns, num_step_groups);
-    let mut step = vec![0.0; batch.num_steps()];
-    if cfg.estimator == Estimator::Gigpo {
-        // Eq. 7: A^S = (R_t − mean_S) / F_S; a step group of one gets 0 in both conventions.
-        let rule = norm_rule(cfg, Singleton::Zero);
-        normalize(&keys, &returns, &step_stats, rule, &mut step);
-    }
-    let steps: Vec<StepAdvantage> = (0..batch.num_steps())
-        .map(|i| StepAdvantage {
-            advantage: combine(cfg, episode[i], step[i]),
-            episode_advantage: episode[i],
-            step_advantage: step[i],
-            ret: returns[i],
-        })
-        .collect();
+    let groups = StepGroups::new(batch, cfg, &returns);
+    let steps = match cfg.estimator {
+        Estimator::Gigpo => gigpo(batch, cfg, &returns, &scores, &groups),
+        Estimator::Grpo => grpo(batch, cfg, &returns, &scores),
+        Estimator::Rloo => rloo(batch, &returns, &scores),
+    };
     check_results(batch, &steps)?;
-    let diagnostics = diagnostics(batch, &step_stats, &scores);
+    let diagnostics = diagnostics(batch, &groups.stats, &scores);
     Ok(Advantages {
         steps,
-        step_group,
+        step_group: groups.of_step,
         diagnostics,
     })
+}
+
+/// The step groups of a batch (Eq. 6) with the statistics of their step returns.
+struct StepGroups {
+    /// The step group of each step, indexed like `batch.steps()`.
+    of_step: Vec<StepGroupId>,
+    /// The same as plain numbers, the keys of `stats`.
+    keys: Vec<u32>,
+    /// Count, mean and spread of R_t per step group.
+    stats: GroupStats,
+}
+
+impl StepGroups {
+    fn new(batch: &Batch, cfg: &AdvantageConfig, returns: &[f64]) -> Self {
+        let (of_step, count) = step_groups(batch, cfg.anchor_similarity);
+        let keys: Vec<u32> = of_step.iter().map(|g| g.0).collect();
+        let stats = group_stats(&keys, returns, count);
+        Self {
+            of_step,
+            keys,
+            stats,
+        }
+    }
+}
+
+/// GiGPO. Eq. 7: A^S(a_t) = (R_t − mean_S) / F_S over the step group S of the step's anchor
+/// state; a step group of one gets 0 in both conventions. Eq. 8: A_t = A^E(τ) + ω·A^S(a_t)
+/// (`additive`), or the blend ω·A^E(τ) + (1 − ω)·A^S(a_t) (`convex`).
+fn gigpo(
+    batch: &Batch,
+    cfg: &AdvantageConfig,
+    returns: &[f64],
+    scores: &[f64],
+    groups: &StepGroups,
+) -> Vec<StepAdvantage> {
+    let episode = episode_advantages(batch, cfg, scores);
+    let mut step = vec![0.0; batch.num_steps()];
+    let rule = norm_rule(cfg, Singleton::Zero);
+    normalize(&groups.keys, returns, &groups.stats, rule, &mut step);
+    let w = cfg.step_advantage_weight;
+    (0..batch.num_steps())
+        .map(|i| {
+            let (e, s) = (episode[i], step[i]);
+            StepAdvantage {
+                advantage: match cfg.combine {
+                    Combine::Additive => e + w * s,
+                    Combine::Convex => w * e + (1.0 - w) * s,
+                },
+                episode_advantage: e,
+                step_advantage: s,
+                ret: returns[i],
+            }
+        })
+        .collect()
+}
+
+/// GRPO: A_t = A^E(τ) (Eq. 3) for every step of τ.
+fn grpo(
+    batch: &Batch,
+    cfg: &AdvantageConfig,
+    returns: &[f64],
+    scores: &[f64],
+) -> Vec<StepAdvantage> {
+    episode_only(episode_advantages(batch, cfg, scores), returns)
+}
+
+/// RLOO: A_t = R(τ_i) − (1/(N−1)) Σ_{j≠i} R(τ_j) for every step of τ_i, without normalisation,
+/// in both conventions; 0 for a group of one or of equal scores. The sums run over the scores
+/// divided by the group's scale (see [`GroupStats`]), so they cannot overflow.
+fn rloo(batch: &Batch, returns: &[f64], scores: &[f64]) -> Vec<StepAdvantage> {
+    let groups = trajectory_groups(batch);
+    let stats = group_stats(&groups, scores, batch.groups().len());
+    let mut sum = vec![0.0; batch.groups().len()];
+    for (&g, &s) in groups.iter().zip(scores) {
+        sum[g as usize] += s / stats.scale[g as usize];
+    }
+    let per_trajectory = groups.iter().zip(scores).map(|(&g, &s)| {
+        let (g, n) = (g as usize, stats.count[g as usize] as f64);
+        if n < 2.0 || stats.all_equal[g] {
+            0.0
+        } else {
+            let (p, s) = (stats.scale[g], s / stats.scale[g]);
+            (s - (sum[g] - s) / (n - 1.0)) * p
+        }
+    });
+    episode_only(per_step(batch, per_trajectory), returns)
+}
+
+/// Step advantages made of the episode part alone (A^S = 0).
+fn episode_only(episode: Vec<f64>, returns: &[f64]) -> Vec<StepAdvantage> {
+    episode
+        .into_iter()
+        .zip(returns)
+        .map(|(e, &ret)| StepAdvantage {
+            advantage: e,
+            episode_advantage: e,
+            step_advantage: 0.0,
+            ret,
+        })
+        .collect()
 }
 
 fn validate_batch(batch: &Batch) -> Result<(), AdvantageError> {
     for g in batch.groups() {
         if g.trajectories.is_empty() {
             return Err(AdvantageError::EmptyGroup {
-                group: g.name.clone(),
+                group: g.name.to_string(),
             });
         }
     }
     for t in batch.trajectories() {
         if t.steps.is_empty() {
-            let group = batch.groups()[t.group.index()].name.clone();
+            let group = batch.groups()[t.group.index()].name.to_string();
             return Err(AdvantageError::EmptyTrajectory {
                 group,
-                trajectory: t.name.clone(),
+                trajectory: t.name.to_string(),
             });
         }
     }
@@ -114,8 +205,8 @@ fn check_scores(batch: &Batch, scores: &[f64]) -> Result<(), AdvantageError> {
         Some(t) => {
             let traj = &batch.trajectories()[t];
             Err(AdvantageError::ScoreOverflow {
-                group: batch.groups()[traj.group.index()].name.clone(),
-                trajectory: traj.name.clone(),
+                group: batch.groups()[traj.group.index()].name.to_string(),
+                trajectory: traj.name.to_string(),
                 value: scores[t],
             })
         }
@@ -155,9 +246,10 @@ fn penalty(cfg: &AdvantageConfig, valid: bool) -> f64 {
 
 /// Discounted step returns and trajectory scores, in one backward pass per trajectory.
 ///
-/// SPEC §1.1: r'_t = r_t − λ for invalid actions, before discounting (paper convention).
-/// Eq. 5: R_t = Σ_{k≥t} γ^{k−t} r'_k, no bootstrap at a cut-off. SPEC §1.3: R(τ) = Σ_t r'_t.
-/// The verl-agent convention discounts raw rewards and subtracts λ from R_t afterwards.
+/// The penalty (docs/advantages.md, "The computation", step 1): r'_t = r_t − λ for an invalid
+/// action, before discounting. Eq. 5: R_t = Σ_{k≥t} γ^{k−t} r'_k, no bootstrap at a cut-off.
+/// The score of Eq. 3: R(τ) = Σ_t r'_t, undiscounted. The verl-agent convention discounts raw
+/// rewards and subtracts λ from R_t afterwards.
 fn returns_and_scores(batch: &Batch, cfg: &AdvantageConfig) -> (Vec<f64>, Vec<f64>) {
     let mut returns = vec![0.0; batch.num_steps()];
     let mut scores = Vec::with_capacity(batch.trajectories().len());
@@ -190,60 +282,40 @@ fn norm_rule(cfg: &AdvantageConfig, singleton: Singleton) -> NormRule {
     }
 }
 
-/// The episode-level advantage of every step (constant over a trajectory except under the
-/// verl-agent convention, where each step row carries its own penalised score).
+/// The episode advantage A^E of every step: Eq. 3, A^E(τ_i) = (R(τ_i) − mean) / F over the N
+/// trajectories of the group, constant over a trajectory; under the verl-agent convention each
+/// step row carries its own penalised score ([`verl_episode_advantages`]).
 fn episode_advantages(batch: &Batch, cfg: &AdvantageConfig, scores: &[f64]) -> Vec<f64> {
-    let groups: Vec<u32> = batch.trajectories().iter().map(|t| t.group.0).collect();
-    let per_traj = match (cfg.estimator, cfg.convention) {
-        (Estimator::Rloo, _) => rloo(&groups, scores, batch.groups().len()),
-        (_, Convention::Paper) => {
-            // Eq. 3: A^E(τ_i) = (R(τ_i) − mean) / F over the N trajectories of the group.
+    match cfg.convention {
+        Convention::Paper => {
+            let groups = trajectory_groups(batch);
             let stats = group_stats(&groups, scores, batch.groups().len());
             let mut out = vec![0.0; scores.len()];
-            normalize(
-                &groups,
-                scores,
-                &stats,
-                norm_rule(cfg, Singleton::Zero),
-                &mut out,
-            );
-            out
+            let rule = norm_rule(cfg, Singleton::Zero);
+            normalize(&groups, scores, &stats, rule, &mut out);
+            per_step(batch, out)
         }
-        (_, Convention::VerlAgent) => return verl_episode_advantages(batch, cfg),
-    };
+        Convention::VerlAgent => verl_episode_advantages(batch, cfg),
+    }
+}
+
+/// The episode group of every trajectory, as plain numbers.
+fn trajectory_groups(batch: &Batch) -> Vec<u32> {
+    batch.trajectories().iter().map(|t| t.group.0).collect()
+}
+
+/// One value per trajectory spread over its steps.
+fn per_step(batch: &Batch, per_trajectory: impl IntoIterator<Item = f64>) -> Vec<f64> {
     let mut out = vec![0.0; batch.num_steps()];
-    for (t, a) in batch.trajectories().iter().zip(per_traj) {
+    for (t, a) in batch.trajectories().iter().zip(per_trajectory) {
         out[t.steps.clone()].fill(a);
     }
     out
 }
 
-/// SPEC §1.8: A_i = R_i − (1/(N−1)) Σ_{j≠i} R_j; 0 for a group of one or of equal returns.
-/// The sums run over the returns divided by the group's scale (see [`GroupStats`]), so they
-/// cannot overflow.
-fn rloo(groups: &[u32], scores: &[f64], num_groups: usize) -> Vec<f64> {
-    let stats = group_stats(groups, scores, num_groups);
-    let mut sum = vec![0.0; num_groups];
-    for (&g, &s) in groups.iter().zip(scores) {
-        sum[g as usize] += s / stats.scale[g as usize];
-    }
-    groups
-        .iter()
-        .zip(scores)
-        .map(|(&g, &s)| {
-            let (g, n) = (g as usize, stats.count[g as usize] as f64);
-            if n < 2.0 || stats.all_equal[g] {
-                0.0
-            } else {
-                let (p, s) = (stats.scale[g], s / stats.scale[g]);
-                (s - (sum[g] - s) / (n - 1.0)) * p
-            }
-        })
-        .collect()
-}
-
-/// SPEC §1.9: each step row's score is its trajectory's raw return minus λ if that step's action
-/// was invalid; statistics over the rows of the group; a group of one row keeps its raw score.
+/// A^E under the verl-agent convention (docs/advantages.md, "The `verl-agent` preset"): each
+/// step row's score is its trajectory's raw return minus λ if that step's action was invalid;
+/// statistics over the rows of the group; a group of one row keeps its raw score.
 fn verl_episode_advantages(batch: &Batch, cfg: &AdvantageConfig) -> Vec<f64> {
     let mut keys = Vec::with_capacity(batch.num_steps());
     let mut row_scores = Vec::with_capacity(batch.num_steps());
@@ -267,16 +339,6 @@ fn verl_episode_advantages(batch: &Batch, cfg: &AdvantageConfig) -> Vec<f64> {
     out
 }
 
-/// Eq. 8 (additive) or the convex blend of SPEC §1.7; `grpo`/`rloo` use the episode part alone.
-fn combine(cfg: &AdvantageConfig, episode: f64, step: f64) -> f64 {
-    let w = cfg.step_advantage_weight;
-    match (cfg.estimator, cfg.combine) {
-        (Estimator::Gigpo, Combine::Additive) => episode + w * step,
-        (Estimator::Gigpo, Combine::Convex) => w * episode + (1.0 - w) * step,
-        (Estimator::Grpo | Estimator::Rloo, _) => episode,
-    }
-}
-
 fn diagnostics(batch: &Batch, step_stats: &GroupStats, scores: &[f64]) -> Diagnostics {
     let mut histogram: Vec<usize> = Vec::new();
     let (mut shared_steps, mut multi, mut multi_flat) = (0usize, 0usize, 0usize);
@@ -292,8 +354,7 @@ fn diagnostics(batch: &Batch, step_stats: &GroupStats, scores: &[f64]) -> Diagno
             multi_flat += flat as usize;
         }
     }
-    let groups: Vec<u32> = batch.trajectories().iter().map(|t| t.group.0).collect();
-    let ep = group_stats(&groups, scores, batch.groups().len());
+    let ep = group_stats(&trajectory_groups(batch), scores, batch.groups().len());
     let ep_multi = ep.count.iter().filter(|&&n| n >= 2).count();
     let ep_flat = ep
         .count

@@ -1,4 +1,4 @@
-//! Anchor-state grouping (arXiv 2505.10978 Eq. 6; SPEC §1.5).
+//! Anchor-state grouping (arXiv 2505.10978 Eq. 6; docs/advantages.md, step 5).
 //!
 //! Within one episode group only, steps whose anchor keys are equal form a step group. Time is
 //! not part of the key, so a state revisited inside one trajectory joins the same group.

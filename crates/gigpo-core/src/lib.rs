@@ -4,7 +4,8 @@
 //! trajectory a list of steps with an anchor key, a reward and an `action_valid` flag. [`compute`]
 //! returns, for every step, the combined advantage and its episode and step parts, the discounted
 //! return, and [`Diagnostics`] about the step groups. The estimators are GiGPO
-//! (arXiv 2505.10978), GRPO and RLOO, chosen by [`Estimator`]; every option and default is SPEC §1.
+//! (arXiv 2505.10978), GRPO and RLOO, chosen by [`Estimator`]; every formula, option and default
+//! is described in docs/advantages.md.
 //!
 //! ```
 //! use gigpo_core::{compute, AdvantageConfig, BatchBuilder, StepInput};
@@ -29,7 +30,7 @@ pub mod jsonl;
 pub mod normalize;
 pub mod similarity;
 
-pub use batch::{AnchorTable, Batch, BatchBuilder, Group, Step, StepInput, Trajectory};
+pub use batch::{AnchorTable, Batch, BatchBuilder, Group, Name, Step, StepInput, Trajectory};
 pub use config::{AdvantageConfig, Combine, Convention, Estimator, Norm};
 pub use diagnostics::Diagnostics;
 pub use error::AdvantageError;

@@ -1,15 +1,16 @@
-//! Group-relative normalisation shared by both levels:
-//! `(x − mean_G) / F_G` (arXiv 2505.10978 Eq. 3 and Eq. 7; SPEC §1.4, §1.6).
+//! Group-relative normalisation shared by both levels: `(x − mean_G) / F_G`
+//! (arXiv 2505.10978 Eq. 3 and Eq. 7; docs/advantages.md, "Normalisation").
 
 use crate::config::Norm;
 
 /// What a group with a single member gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Singleton {
-    /// Exactly 0 (SPEC §1.4: nothing to compare against).
+    /// Exactly 0: nothing to compare against.
     Zero,
     /// Its raw value, i.e. mean taken as 0 and standard deviation as 1 (verl-agent's
-    /// episode-level convention, SPEC §1.9): `x / (1 + ε)` with `std`, `x / F` with `fixed`.
+    /// episode-level convention, docs/advantages.md, "The `verl-agent` preset"): `x / (1 + ε)`
+    /// with `std`, `x / F` with `fixed`.
     Raw,
 }
 

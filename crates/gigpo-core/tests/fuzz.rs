@@ -7,20 +7,8 @@
 use gigpo_core::{compute, read_trajectories, AdvantageConfig, BatchBuilder, StepInput};
 use proptest::prelude::*;
 
-fn cases() -> u32 {
-    std::env::var("GIGPO_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "support/fuzz_config.rs"]
+mod fuzz_config;
 
 /// A line that is often a valid trajectory: fragments of one spliced with noise.
 fn line() -> impl Strategy<Value = Vec<u8>> {
@@ -96,7 +84,7 @@ fn advantages_of(bytes: &[u8]) {
 }
 
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz_config::config())]
 
     #[test]
     fn arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

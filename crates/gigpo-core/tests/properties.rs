@@ -1,5 +1,5 @@
-//! Property tests: the engine against a naive implementation written straight from SPEC §1's
-//! formulas, plus the invariants the estimators must satisfy.
+//! Property tests: the engine against a naive implementation written straight from the formulas
+//! of docs/advantages.md, plus the invariants the estimators must satisfy.
 
 use gigpo_core::*;
 use proptest::prelude::*;
@@ -37,7 +37,8 @@ fn sample_std(xs: &[f64]) -> f64 {
     (xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / (xs.len() as f64 - 1.0)).sqrt()
 }
 
-/// (x − mean(xs)) / F with SPEC §1.4's rules; `raw_singleton` is verl-agent's episode rule.
+/// (x − mean(xs)) / F with the rules of docs/advantages.md, "Normalisation"; `raw_singleton` is
+/// verl-agent's episode rule.
 fn relative(x: f64, xs: &[f64], cfg: &AdvantageConfig, raw_singleton: bool) -> f64 {
     let f = |std: f64| match cfg.norm {
         Norm::Std => std + cfg.epsilon,

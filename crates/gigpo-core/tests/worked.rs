@@ -285,6 +285,42 @@ fn errors_name_group_trajectory_and_step() {
 }
 
 #[test]
+fn numbered_groups_give_what_named_ones_give() {
+    let mut named = BatchBuilder::new();
+    let mut numbered = BatchBuilder::new();
+    for (g, t, last) in [
+        (0, 0, 1.0),
+        (0, 1, 0.0),
+        (1, 0, 2.0),
+        (1, 1, 1.0),
+        (1, 2, 1.0),
+    ] {
+        let steps = [StepInput::new("start", -0.1), StepInput::new("end", last)];
+        named
+            .push_trajectory(&format!("g{g}"), &format!("t{t}"), steps)
+            .unwrap();
+        numbered.push_numbered(g, t, steps).unwrap();
+    }
+    let cfg = AdvantageConfig::default();
+    let named = compute(&named.build(), &cfg).unwrap();
+    let numbered = compute(&numbered.build(), &cfg).unwrap();
+    assert_eq!(named.steps, numbered.steps);
+    assert_eq!(named.step_group, numbered.step_group);
+    let mut bb = BatchBuilder::new();
+    bb.push_numbered(3, 1, [StepInput::new("s", 0.0)]).unwrap();
+    let err = bb
+        .push_numbered(3, 1, [StepInput::new("s", 0.0)])
+        .unwrap_err();
+    assert_eq!(
+        err,
+        AdvantageError::DuplicateTrajectory {
+            group: "3".into(),
+            trajectory: "1".into()
+        }
+    );
+}
+
+#[test]
 fn config_ranges_are_checked() {
     let ok: &[(&str, f64, bool)] = &[("s", 0.0, true)];
     let b = batch(&[("g", "t", ok)]);

@@ -1,7 +1,7 @@
 //! Action parsing shared by environments: `<think>…</think><action>…</action>`.
 //!
 //! The model answers with free text. The environment takes the action from inside the
-//! `<action>…</action>` tags (SPEC §4); text it cannot read is an invalid action, reported as
+//! `<action>…</action>` tags (docs/environments.md, "Action format"); text it cannot read is an invalid action, reported as
 //! `None`, never as an error.
 //!
 //! Rules, in order:
@@ -34,7 +34,7 @@ const CLOSE_TAG: &[u8] = b"</action>";
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionFormat {
-    /// The action must stand inside `<action>…</action>` (the format of SPEC §4).
+    /// The action must stand inside `<action>…</action>` (docs/environments.md, "Action format").
     #[default]
     Tagged,
     /// Tagged, or the whole output is one bare action word (for small models that were never

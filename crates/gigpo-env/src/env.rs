@@ -1,8 +1,8 @@
 //! The environment interface every environment implements, built-in or remote.
 //!
-//! Semantics follow Gymnasium (SPEC §4): `reset(seed)` starts an episode and returns the first
-//! observation; `step(action_text)` applies the model's raw output and returns the next
-//! observation, the reward, and whether the episode ended. The trait is object-safe so the
+//! Semantics follow Gymnasium (docs/environments.md, "The interface"): `reset(seed)` starts an
+//! episode and returns the first observation; `step(action_text)` applies the model's raw
+//! output and returns the next observation, the reward, and whether the episode ended. The trait is object-safe so the
 //! trainer holds `Box<dyn Environment>` whatever is behind it.
 
 use serde::{Deserialize, Serialize};
@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 pub struct Observation {
     /// The text shown to the model.
     pub text: String,
-    /// The environment's canonical state key, without history (SPEC §1.5). Two observations with
-    /// equal anchors are the same state for step grouping. Environments that have no better key
+    /// The environment's canonical state key, without history (docs/advantages.md, "The input").
+    /// Two observations with equal anchors are the same state for step grouping. Environments that have no better key
     /// use the observation text.
     pub anchor: String,
     /// The actions the environment accepts in this state, when it can list them.

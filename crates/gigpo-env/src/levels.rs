@@ -1,5 +1,5 @@
 //! Evaluation levels held out by content, and the two baselines every evaluation reports beside
-//! the policy (SPEC §4): a uniformly random policy over the admissible actions and the optimal
+//! the policy (docs/environments.md, "Evaluation levels"): a uniformly random policy over the admissible actions and the optimal
 //! solver, on the same levels.
 //!
 //! Disjoint seed ranges do not give disjoint levels: two seeds can generate the same room. So
@@ -124,7 +124,8 @@ pub fn levels_vary_with_seed(spec: &EnvSpec) -> bool {
     match spec {
         EnvSpec::Sokoban(c) => c.level.is_none(),
         EnvSpec::FrozenLake(c) => c.level.is_none() && c.map == crate::frozenlake::LakeMap::Random,
-        _ => false,
+        #[cfg(feature = "remote")]
+        EnvSpec::Remote(_) => false,
     }
 }
 
@@ -138,7 +139,7 @@ pub fn random_success(
     rollouts: usize,
     rng_seed: u64,
 ) -> Result<Option<f64>, EnvError> {
-    if matches!(spec, EnvSpec::Remote(_)) || rollouts == 0 {
+    if spec.is_remote() || rollouts == 0 {
         return Ok(None);
     }
     let mut env = spec.build()?;

@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::env::{EnvError, Environment};
 use crate::frozenlake::{FrozenLake, FrozenLakeConfig};
+#[cfg(feature = "remote")]
 use crate::remote::RemoteSpec;
 use crate::sokoban::{Sokoban, SokobanConfig};
 
@@ -43,7 +44,9 @@ pub enum EnvSpec {
     /// FrozenLake (`kind = "frozenlake"`).
     #[serde(rename = "frozenlake", alias = "frozen_lake")]
     FrozenLake(FrozenLakeConfig),
-    /// An environment in another process (`kind = "remote"`, SPEC §5).
+    /// An environment in another process (`kind = "remote"`, docs/remote-environments.md; with
+    /// the `remote` feature).
+    #[cfg(feature = "remote")]
     #[serde(rename = "remote")]
     Remote(RemoteSpec),
 }
@@ -63,8 +66,14 @@ impl EnvSpec {
         match self {
             Self::Sokoban(_) => "sokoban",
             Self::FrozenLake(_) => "frozenlake",
+            #[cfg(feature = "remote")]
             Self::Remote(_) => "remote",
         }
+    }
+
+    /// Whether the environment lives in another process.
+    pub fn is_remote(&self) -> bool {
+        self.name() == "remote"
     }
 
     /// A new environment instance.
@@ -72,6 +81,7 @@ impl EnvSpec {
         Ok(match self {
             Self::Sokoban(c) => Box::new(Sokoban::new(c.clone())?),
             Self::FrozenLake(c) => Box::new(FrozenLake::new(c.clone())?),
+            #[cfg(feature = "remote")]
             Self::Remote(c) => c.build()?,
         })
     }

@@ -1,31 +1,17 @@
 //! Fuzzing the readers of untrusted text in this crate with arbitrary and near-valid input:
 //! level and map files, the protocol's messages in both directions, and the stdio server's
-//! line framing. Every input must give a value or an error, never a panic.
+//! line framing (with the `remote` feature). Every input must give a value or an error, never a
+//! panic.
 //!
 //! `GIGPO_FUZZ_CASES` sets the cases per target (default 256); `.ci/run` runs many more.
 
 use gigpo_env::frozenlake::Lake;
-use gigpo_env::remote::protocol::{FieldNames, Framed, ServerMessage};
-use gigpo_env::remote::server::{decode_client_message, serve_stdio, EnvFactory};
 use gigpo_env::sokoban::{Room, Sokoban, SokobanConfig};
 use gigpo_env::Environment;
 use proptest::prelude::*;
-use std::sync::Arc;
 
-fn cases() -> u32 {
-    std::env::var("GIGPO_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
-}
-
-fn config() -> ProptestConfig {
-    ProptestConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    }
-}
+#[path = "../../gigpo-core/tests/support/fuzz_config.rs"]
+mod fuzz_config;
 
 /// Text mostly made of the grid's symbols, so that the parser gets past its first checks.
 fn grid_text() -> impl Strategy<Value = String> {
@@ -57,55 +43,6 @@ fn room_text() -> impl Strategy<Value = String> {
     })
 }
 
-/// JSON-ish text: fragments of real messages spliced with arbitrary characters.
-fn message_text() -> impl Strategy<Value = String> {
-    let fragment = proptest::sample::select(vec![
-        "{",
-        "}",
-        "[",
-        "]",
-        ",",
-        ":",
-        "\"type\"",
-        "\"data\"",
-        "\"reset\"",
-        "\"step\"",
-        "\"state\"",
-        "\"close\"",
-        "\"error\"",
-        "\"observation\"",
-        "\"health\"",
-        "\"metadata\"",
-        "\"seed\"",
-        "\"action\"",
-        "\"text\"",
-        "\"anchor\"",
-        "\"reward\"",
-        "\"done\"",
-        "\"won\"",
-        "\"truncated\"",
-        "\"admissible_actions\"",
-        "\"id\"",
-        "\"code\"",
-        "\"message\"",
-        "null",
-        "true",
-        "false",
-        "0",
-        "-1",
-        "1e999",
-        "18446744073709551616",
-        "\"x\"",
-        "\"\\u0000\"",
-        "\"\\ud800\"",
-    ]);
-    let piece = prop_oneof![
-        6 => fragment.prop_map(str::to_string),
-        1 => any::<char>().prop_map(String::from),
-    ];
-    proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
-}
-
 fn play_level(room: Room) {
     if let Ok(mut env) = Sokoban::with_level(SokobanConfig::default(), room) {
         if env.reset(0).is_err() {
@@ -119,22 +56,8 @@ fn play_level(room: Room) {
     }
 }
 
-fn read_server_message(text: &str) {
-    if let Ok(ServerMessage::Observation { data }) = serde_json::from_str::<ServerMessage>(text) {
-        let _ = FieldNames::default().decode(&data);
-    }
-    let _ = serde_json::from_str::<Framed<ServerMessage>>(text);
-}
-
-fn lake_factory() -> EnvFactory {
-    Arc::new(|| {
-        let env = gigpo_env::frozenlake::FrozenLake::new(Default::default())?;
-        Ok(Box::new(env) as Box<dyn Environment>)
-    })
-}
-
 proptest! {
-    #![proptest_config(config())]
+    #![proptest_config(fuzz_config::config())]
 
     #[test]
     fn level_and_map_text(text in grid_text()) {
@@ -153,29 +76,108 @@ proptest! {
             play_level(room);
         }
     }
+}
 
-    #[test]
-    fn protocol_messages(text in prop_oneof![message_text(), any::<String>()]) {
-        let _ = decode_client_message(&text);
-        read_server_message(&text);
+/// The protocol's messages in both directions and the stdio server's line framing.
+#[cfg(feature = "remote")]
+mod protocol {
+    use super::fuzz_config;
+    use gigpo_env::remote::protocol::{FieldNames, Framed, ServerMessage};
+    use gigpo_env::remote::server::{decode_client_message, serve_stdio, EnvFactory};
+    use gigpo_env::Environment;
+    use proptest::prelude::*;
+    use std::sync::Arc;
+
+    /// JSON-ish text: fragments of real messages spliced with arbitrary characters.
+    fn message_text() -> impl Strategy<Value = String> {
+        let fragment = proptest::sample::select(vec![
+            "{",
+            "}",
+            "[",
+            "]",
+            ",",
+            ":",
+            "\"type\"",
+            "\"data\"",
+            "\"reset\"",
+            "\"step\"",
+            "\"state\"",
+            "\"close\"",
+            "\"error\"",
+            "\"observation\"",
+            "\"health\"",
+            "\"metadata\"",
+            "\"seed\"",
+            "\"action\"",
+            "\"text\"",
+            "\"anchor\"",
+            "\"reward\"",
+            "\"done\"",
+            "\"won\"",
+            "\"truncated\"",
+            "\"admissible_actions\"",
+            "\"id\"",
+            "\"code\"",
+            "\"message\"",
+            "null",
+            "true",
+            "false",
+            "0",
+            "-1",
+            "1e999",
+            "18446744073709551616",
+            "\"x\"",
+            "\"\\u0000\"",
+            "\"\\ud800\"",
+        ]);
+        let piece = prop_oneof![
+            6 => fragment.prop_map(str::to_string),
+            1 => any::<char>().prop_map(String::from),
+        ];
+        proptest::collection::vec(piece, 0..40).prop_map(|p| p.concat())
     }
 
-    #[test]
-    fn stdio_server_input(lines in proptest::collection::vec(
-        prop_oneof![
-            3 => message_text().prop_map(String::into_bytes),
-            1 => proptest::collection::vec(any::<u8>(), 0..64),
-            1 => Just(br#"{"id":"a","type":"reset","data":{"seed":1}}"#.to_vec()),
-            1 => Just(br#"{"id":"a","type":"step","data":{"action":"<action>left</action>"}}"#.to_vec()),
-        ],
-        0..12,
-    )) {
-        let input = lines.join(&b'\n');
-        let mut output = Vec::new();
-        serve_stdio(lake_factory(), input.as_slice(), &mut output, 1024).unwrap();
-        for line in output.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let reply: serde_json::Value = serde_json::from_slice(line).unwrap();
-            prop_assert!(reply.get("type").is_some(), "{reply}");
+    fn read_server_message(text: &str) {
+        if let Ok(ServerMessage::Observation { data }) = serde_json::from_str::<ServerMessage>(text)
+        {
+            let _ = FieldNames::default().decode(&data);
+        }
+        let _ = serde_json::from_str::<Framed<ServerMessage>>(text);
+    }
+
+    fn lake_factory() -> EnvFactory {
+        Arc::new(|| {
+            let env = gigpo_env::frozenlake::FrozenLake::new(Default::default())?;
+            Ok(Box::new(env) as Box<dyn Environment>)
+        })
+    }
+
+    proptest! {
+        #![proptest_config(fuzz_config::config())]
+
+        #[test]
+        fn protocol_messages(text in prop_oneof![message_text(), any::<String>()]) {
+            let _ = decode_client_message(&text);
+            read_server_message(&text);
+        }
+
+        #[test]
+        fn stdio_server_input(lines in proptest::collection::vec(
+            prop_oneof![
+                3 => message_text().prop_map(String::into_bytes),
+                1 => proptest::collection::vec(any::<u8>(), 0..64),
+                1 => Just(br#"{"id":"a","type":"reset","data":{"seed":1}}"#.to_vec()),
+                1 => Just(br#"{"id":"a","type":"step","data":{"action":"<action>left</action>"}}"#.to_vec()),
+            ],
+            0..12,
+        )) {
+            let input = lines.join(&b'\n');
+            let mut output = Vec::new();
+            serve_stdio(lake_factory(), input.as_slice(), &mut output, 1024).unwrap();
+            for line in output.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+                let reply: serde_json::Value = serde_json::from_slice(line).unwrap();
+                prop_assert!(reply.get("type").is_some(), "{reply}");
+            }
         }
     }
 }

@@ -5,7 +5,7 @@ mod remote_support;
 
 use gigpo_env::remote::{RemoteEnv, RemoteSpec};
 use gigpo_env::{EnvError, Environment};
-use remote_support::{python, PyServer};
+use remote_support::{python, remote_message, spec_with_timeouts, step_times_out, PyServer};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -21,17 +21,7 @@ fn shared_server() -> Option<u16> {
 }
 
 fn spec(port: u16) -> RemoteSpec {
-    let mut spec = RemoteSpec::new(format!("openenv+ws://127.0.0.1:{port}").parse().unwrap());
-    spec.timeout_s = 20.0;
-    spec.connect_timeout_s = 20.0;
-    spec
-}
-
-fn remote_message(err: EnvError) -> String {
-    match err {
-        EnvError::Remote(message) => message,
-        other => panic!("expected a remote error, got {other:?}"),
-    }
+    spec_with_timeouts(&format!("openenv+ws://127.0.0.1:{port}"), 20.0, 20.0)
 }
 
 /// Play the counter to its goal (`3 + seed % 3` increments) and check every step.
@@ -150,14 +140,7 @@ fn a_slow_reply_times_out_and_the_next_episode_reconnects() {
     spec.timeout_s = 1.0;
     let mut env = RemoteEnv::connect(&spec).unwrap();
     env.reset(0).unwrap();
-    let started = Instant::now();
-    let message = remote_message(env.step("sleep:3").unwrap_err());
-    assert!(
-        started.elapsed() < Duration::from_millis(2500),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(message.contains("no reply to step within 1s"), "{message}");
+    step_times_out(&mut env, "sleep:3", Duration::from_millis(2500));
     play_to_goal(&mut env, 0);
 }
 
@@ -166,9 +149,7 @@ fn server_killed_mid_episode_truncates_and_recovers() {
     let Some(python) = python() else { return };
     let mut server = PyServer::start(&python, "counter_openenv_server.py", &[]);
     let port = server.port;
-    let mut spec = spec(port);
-    spec.timeout_s = 5.0;
-    spec.connect_timeout_s = 5.0;
+    let spec = spec_with_timeouts(&format!("openenv+ws://127.0.0.1:{port}"), 5.0, 5.0);
     let mut envs: Vec<RemoteEnv> = (0..4).map(|_| RemoteEnv::connect(&spec).unwrap()).collect();
     for (i, env) in envs.iter_mut().enumerate() {
         env.reset(i as u64).unwrap();

@@ -7,8 +7,8 @@ use futures_util::{SinkExt, StreamExt};
 use gigpo_env::remote::runtime::block_on;
 use gigpo_env::remote::server::{serve_stdio, EnvFactory, ServeOptions, Server};
 use gigpo_env::remote::{RemoteEnv, RemoteSpec};
-use gigpo_env::{EnvError, Environment};
-use remote_support::{python, support_script, Walk};
+use gigpo_env::Environment;
+use remote_support::{python, remote_message, spec_with_timeouts, support_script, Walk};
 use serde_json::{json, Value};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
@@ -39,17 +39,7 @@ fn start_with_idle(
 }
 
 fn client_spec(server: &Server) -> RemoteSpec {
-    let mut spec = RemoteSpec::new(format!("ws://{}", server.local_addr()).parse().unwrap());
-    spec.timeout_s = 10.0;
-    spec.connect_timeout_s = 10.0;
-    spec
-}
-
-fn remote_message(err: EnvError) -> String {
-    match err {
-        EnvError::Remote(message) => message,
-        other => panic!("expected a remote error, got {other:?}"),
-    }
+    spec_with_timeouts(&format!("ws://{}", server.local_addr()), 10.0, 10.0)
 }
 
 /// Play the walk to its goal through `env`, checking what comes back is what `Walk` produces.
@@ -212,6 +202,12 @@ async fn open_session(addr: SocketAddr) -> Socket {
     socket
 }
 
+/// Sends a reset without a seed.
+async fn send_reset(socket: &mut Socket) {
+    let reset = json!({"type": "reset"}).to_string();
+    socket.send(Message::text(reset)).await.unwrap();
+}
+
 /// Everything the server sends until the connection ends, as `text CODE` for error frames,
 /// `text TYPE` for other text, `close CODE`, or `error: ...` for a transport error (a reset).
 async fn frames_until_the_end(socket: &mut Socket) -> Vec<String> {
@@ -254,10 +250,7 @@ fn a_client_over_capacity_reads_the_error_frame_and_a_clean_close() {
         let mut held = Vec::new();
         for _ in 0..2 {
             let mut socket = open_session(addr).await;
-            socket
-                .send(Message::text(json!({"type": "reset"}).to_string()))
-                .await
-                .unwrap();
+            send_reset(&mut socket).await;
             assert!(matches!(socket.next().await, Some(Ok(Message::Text(_)))));
             held.push(socket);
         }
@@ -280,10 +273,7 @@ fn a_client_over_capacity_reads_the_error_frame_and_a_clean_close() {
         let mut served = false;
         for _ in 0..50 {
             let mut socket = open_session(addr).await;
-            socket
-                .send(Message::text(json!({"type": "reset"}).to_string()))
-                .await
-                .unwrap();
+            send_reset(&mut socket).await;
             if let Some(Ok(Message::Text(t))) = socket.next().await {
                 if t.as_str().contains("observation") {
                     served = true;
@@ -302,9 +292,7 @@ fn idle_sessions_are_closed_and_free_their_slot() {
     let addr = server.local_addr();
     block_on(async {
         let mut idle = open_session(addr).await;
-        idle.send(Message::text(json!({"type": "reset"}).to_string()))
-            .await
-            .unwrap();
+        send_reset(&mut idle).await;
         assert!(matches!(idle.next().await, Some(Ok(Message::Text(_)))));
         // Pings keep the connection alive but not the session.
         idle.send(Message::Ping(vec![1].into())).await.unwrap();
@@ -319,9 +307,7 @@ fn idle_sessions_are_closed_and_free_their_slot() {
         assert!(started.elapsed() < Duration::from_secs(5));
         // Its slot is free again.
         let mut next = open_session(addr).await;
-        next.send(Message::text(json!({"type": "reset"}).to_string()))
-            .await
-            .unwrap();
+        send_reset(&mut next).await;
         match next.next().await {
             Some(Ok(Message::Text(t))) => assert!(t.as_str().contains("observation"), "{t}"),
             other => panic!("{other:?}"),

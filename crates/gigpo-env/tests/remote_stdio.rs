@@ -4,22 +4,14 @@
 mod remote_support;
 
 use gigpo_env::remote::{RemoteEnv, RemoteSpec};
-use gigpo_env::{EnvError, Environment};
-use remote_support::{cmd_endpoint, python, python_dir};
-use std::time::{Duration, Instant};
+use gigpo_env::Environment;
+use remote_support::{
+    cmd_endpoint, python, python_dir, remote_message, spec_with_timeouts, step_times_out,
+};
+use std::time::Duration;
 
 fn spec(endpoint: &str) -> RemoteSpec {
-    let mut spec = RemoteSpec::new(endpoint.parse().unwrap());
-    spec.timeout_s = 20.0;
-    spec.connect_timeout_s = 30.0;
-    spec
-}
-
-fn remote_message(err: EnvError) -> String {
-    match err {
-        EnvError::Remote(message) => message,
-        other => panic!("expected a remote error, got {other:?}"),
-    }
+    spec_with_timeouts(endpoint, 20.0, 30.0)
 }
 
 fn act(word: &str) -> String {
@@ -130,9 +122,8 @@ fn the_adapter_command_line_serves_a_registered_gymnasium_env() {
 /// A spec for misbehaving_env.py. `tag` makes the command line unique to one test: processes are
 /// shared by all instances of one command line, and tests run in parallel.
 fn misbehaving(python: &str, tag: &str, timeout_s: f64) -> RemoteSpec {
-    let mut spec = spec(&cmd_endpoint(python, "misbehaving_env.py", &["--tag", tag]));
-    spec.timeout_s = timeout_s;
-    spec
+    let endpoint = cmd_endpoint(python, "misbehaving_env.py", &["--tag", tag]);
+    spec_with_timeouts(&endpoint, timeout_s, 30.0)
 }
 
 #[test]
@@ -163,14 +154,7 @@ fn a_hung_process_times_out_and_is_replaced() {
     let Some(python) = python() else { return };
     let mut env = RemoteEnv::connect(&misbehaving(&python, "hang", 1.0)).unwrap();
     env.reset(0).unwrap();
-    let started = Instant::now();
-    let message = remote_message(env.step("hang").unwrap_err());
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(message.contains("no reply to step within 1s"), "{message}");
+    step_times_out(&mut env, "hang", Duration::from_secs(3));
     assert_eq!(env.reset(1).unwrap().text, "start 1");
     let out = env.step("fine").unwrap();
     assert_eq!(out.observation.text, "step 1");

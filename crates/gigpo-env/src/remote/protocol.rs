@@ -1,4 +1,4 @@
-//! The JSON messages of the remote-environment protocol (SPEC §5).
+//! The JSON messages of the remote-environment protocol (docs/remote-environments.md, "Messages").
 //!
 //! The envelope is OpenEnv's WebSocket protocol: every message is a JSON object with a `type` and,
 //! for most types, a `data` object.
@@ -234,7 +234,8 @@ pub struct Framed<T> {
     pub message: T,
 }
 
-/// Names of the action field and of the observation fields, per environment (SPEC §5).
+/// Names of the action field and of the observation fields, per environment
+/// (docs/remote-environments.md, "Configuration").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FieldNames {

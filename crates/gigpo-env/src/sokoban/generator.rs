@@ -1,4 +1,5 @@
-//! Level generation by reverse play, as gym-sokoban 0.0.6 does it (SPEC §4).
+//! Level generation by reverse play, as gym-sokoban 0.0.6 does it (docs/environments.md,
+//! "Level generation").
 //!
 //! 1. **Topology**: a random walk of `num_gen_steps` steps over the room; at each step the
 //!    direction changes with probability `p_change_directions` (0.35) and one of five 3×3 masks

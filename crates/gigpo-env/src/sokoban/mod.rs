@@ -1,4 +1,4 @@
-//! Sokoban, with the rules of gym-sokoban 0.0.6 (SPEC §4).
+//! Sokoban, with the rules of gym-sokoban 0.0.6 (docs/environments.md, "Sokoban").
 //!
 //! - Actions `up`, `down`, `left`, `right` (gym-sokoban's push actions 1–4): the player moves one
 //!   cell; a box in the way is pushed when the cell beyond it is floor or an empty target, else

@@ -3,8 +3,8 @@
 //! The grid is one flat byte per cell holding three flags (wall, target, box); the player is a
 //! cell index. A room always has a ring of walls, so a move never leaves the grid.
 //!
-//! Text form (SPEC §4): wall `#`, floor `_`, target `O`, box `X`, box on target `√`, player `P`,
-//! player on target `S`; cells joined by single spaces, rows by newlines.
+//! Text form (docs/environments.md, "Sokoban"): wall `#`, floor `_`, target `O`, box `X`, box on
+//! target `√`, player `P`, player on target `S`; cells joined by single spaces, rows by newlines.
 //!
 //! ```
 //! use gigpo_env::sokoban::Room;

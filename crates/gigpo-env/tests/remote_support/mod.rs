@@ -2,12 +2,13 @@
 //! test servers, and a tiny built-in environment to serve.
 #![allow(dead_code)]
 
+use gigpo_env::remote::{RemoteEnv, RemoteSpec};
 use gigpo_env::{EnvError, Environment, Observation, StepOutcome};
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, OnceLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The `python/` directory of the repository.
 pub fn python_dir() -> PathBuf {
@@ -60,6 +61,31 @@ fn check_python() -> String {
              with the packages of python/requirements-test.txt, or GIGPO_SKIP_PYTHON_TESTS=1"
         ),
     }
+}
+
+/// A spec for `endpoint` with the given per-call and connection timeouts, in seconds.
+pub fn spec_with_timeouts(endpoint: &str, timeout_s: f64, connect_timeout_s: f64) -> RemoteSpec {
+    let mut spec = RemoteSpec::new(endpoint.parse().unwrap());
+    spec.timeout_s = timeout_s;
+    spec.connect_timeout_s = connect_timeout_s;
+    spec
+}
+
+/// The message of a remote-environment error; any other error fails the test.
+pub fn remote_message(err: EnvError) -> String {
+    match err {
+        EnvError::Remote(message) => message,
+        other => panic!("expected a remote error, got {other:?}"),
+    }
+}
+
+/// Steps `env` with `action`, which must fail within `within` for want of a reply within the
+/// 1 s `timeout_s`.
+pub fn step_times_out(env: &mut RemoteEnv, action: &str, within: Duration) {
+    let started = Instant::now();
+    let message = remote_message(env.step(action).unwrap_err());
+    assert!(started.elapsed() < within, "{:?}", started.elapsed());
+    assert!(message.contains("no reply to step within 1s"), "{message}");
 }
 
 /// A `cmd:` endpoint running `script` (under tests_support) with `python`.
