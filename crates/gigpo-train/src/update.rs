@@ -486,7 +486,6 @@ pub fn add_grads(mut acc: GradStore, g: GradStore, vars: &[Var]) -> Result<GradS
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::config::TrainConfig;
 
     #[test]
