@@ -199,19 +199,17 @@ mod tests {
 
     #[test]
     fn seed_flags_map_to_fields() {
-        let cli = Cli::parse_from([
-            "gigpo",
-            "--advantage_estimator",
-            "rloo",
-            "--use_gym_env",
-            "true",
-            "--gigpo_step_advantage_weight",
-            "0.5",
-            "--num_generations",
-            "4",
-            "--beta",
-            "0.0",
-        ]);
+        let flags = [
+            ("advantage_estimator", "rloo"),
+            ("use_gym_env", "true"),
+            ("gigpo_step_advantage_weight", "0.5"),
+            ("num_generations", "4"),
+            ("beta", "0.0"),
+        ];
+        let argv = flags
+            .iter()
+            .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]);
+        let cli = Cli::parse_from(std::iter::once("gigpo".to_string()).chain(argv));
         let cfg = build_config(&cli.args).unwrap();
         assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
         assert_eq!(cfg.algorithm.step_advantage_weight, 0.5);

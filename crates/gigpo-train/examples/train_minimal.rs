@@ -12,13 +12,11 @@
 //!
 //! `cargo test --examples` runs it too (`test = true` in the crate's Cargo.toml).
 
-use gigpo_env::seed::mix_seed;
 use gigpo_model::AdamW;
 use gigpo_train::config::TrainConfig;
 use gigpo_train::eval::Evaluator;
 use gigpo_train::policy::{initial_policy, reference_policy};
-use gigpo_train::rollout::{collect, RolloutPlan};
-use gigpo_train::trainer::{train_seeds, SAMPLE_STREAM};
+use gigpo_train::trainer::collect_iteration;
 use gigpo_train::update::{score_samples, update};
 use gigpo_train::Result;
 
@@ -35,7 +33,7 @@ fn config() -> Result<TrainConfig> {
         ("model.tiny.num_heads", "2"),
         ("model.tiny.num_kv_heads", "2"),
         ("model.tiny.intermediate_size", "64"),
-        // 4 groups of 4 episodes; the members of a group start from the same level.
+        // 4 groups of 4 episodes of at most 8 steps.
         ("rollout.groups", "4"),
         ("rollout.num_generations", "4"),
         ("rollout.max_steps", "8"),
@@ -67,21 +65,12 @@ fn main() -> Result<()> {
     let before = evaluator.evaluate(&policy)?;
     println!("held-out before: {}", before.summary());
 
-    let sampling = cfg.sampling();
     let update_plan = cfg.update_plan();
     for it in 1..=cfg.iterations {
-        // Rollout: every episode to its end or to `rollout.max_steps`, sampled by the policy.
-        let seeds = train_seeds(&cfg, evaluator.held_out(), it)?;
-        let plan = RolloutPlan {
-            env: &cfg.env,
-            seeds: &seeds,
-            group_size: cfg.rollout.num_generations,
-            max_steps: cfg.rollout.max_steps,
-            prompt: cfg.prompt_style(),
-            sampling: &sampling,
-            sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, it as u64),
-        };
-        let mut rollout = collect(&policy, &plan)?;
+        // Rollout: `rollout.groups` groups of `rollout.num_generations` episodes; the members
+        // of a group start from one training level. Every episode runs to its end or to
+        // `rollout.max_steps`, sampled by the policy.
+        let mut rollout = collect_iteration(&cfg, &policy, evaluator.held_out(), it)?;
 
         // Advantages: each episode against its group, each step against the steps taken from
         // the same state in the group (anchor states); stored on each step.

@@ -189,13 +189,8 @@ mod tests {
 
     fn small_policy(context: usize) -> Policy {
         let tiny = TinyConfig {
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 2,
-            intermediate_size: 32,
             max_position_embeddings: context,
-            ..TinyConfig::default()
+            ..crate::small_tiny(16)
         };
         Policy::tiny(&tiny, 5, &Device::Cpu).unwrap()
     }

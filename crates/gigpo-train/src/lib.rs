@@ -39,3 +39,16 @@ pub use config::TrainConfig;
 pub use error::{Result, TrainError};
 pub use eval::{EvalResult, Evaluator};
 pub use trainer::{RunSummary, Trainer};
+
+/// A one-layer tiny model of width `hidden_size` for unit tests (2 heads, MLP 32).
+#[cfg(test)]
+pub(crate) fn small_tiny(hidden_size: usize) -> gigpo_model::TinyConfig {
+    gigpo_model::TinyConfig {
+        hidden_size,
+        num_layers: 1,
+        num_heads: 2,
+        num_kv_heads: 2,
+        intermediate_size: 32,
+        ..gigpo_model::TinyConfig::default()
+    }
+}

@@ -39,6 +39,29 @@ pub fn train_seeds(cfg: &TrainConfig, held_out: &HeldOut, iteration: usize) -> R
     Ok(held_out.train_seeds(&cfg.env, ks)?)
 }
 
+/// Collects the training rollout of iteration `iteration` (1-based) with `sampler`: one episode
+/// group per level of [`train_seeds`], `rollout.num_generations` episodes each, sampled with
+/// the rollout's sampling parameters and a seed drawn from the base seed and the iteration.
+pub fn collect_iteration(
+    cfg: &TrainConfig,
+    sampler: &dyn Sampler,
+    held_out: &HeldOut,
+    iteration: usize,
+) -> Result<Rollout> {
+    let seeds = train_seeds(cfg, held_out, iteration)?;
+    let sampling = cfg.sampling();
+    let plan = RolloutPlan {
+        env: &cfg.env,
+        seeds: &seeds,
+        group_size: cfg.rollout.num_generations,
+        max_steps: cfg.rollout.max_steps,
+        prompt: cfg.prompt_style(),
+        sampling: &sampling,
+        sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, iteration as u64),
+    };
+    collect(sampler, &plan)
+}
+
 /// What a finished (or interrupted) run reports.
 #[derive(Debug, Clone)]
 pub struct RunSummary {
@@ -338,7 +361,8 @@ impl Trainer {
     /// One iteration: rollout, advantages, update. Returns its metrics.
     fn iteration(&mut self, it: usize) -> Result<Record> {
         self.serve(it - 1)?;
-        let mut rollout = self.rollout(it)?;
+        let held_out = self.evaluator.held_out();
+        let mut rollout = collect_iteration(&self.cfg, self.sampler(), held_out, it)?;
         self.env_steps += rollout.steps() as u64;
 
         let t_adv = Instant::now();
@@ -366,23 +390,6 @@ impl Trainer {
             sync_seconds: self.server.is_some().then_some(sync_seconds),
         };
         Ok(report.record())
-    }
-
-    /// The training rollout of iteration `it`.
-    fn rollout(&self, it: usize) -> Result<Rollout> {
-        let cfg = &self.cfg;
-        let seeds = train_seeds(cfg, self.evaluator.held_out(), it)?;
-        let sampling = cfg.sampling();
-        let plan = RolloutPlan {
-            env: &cfg.env,
-            seeds: &seeds,
-            group_size: cfg.rollout.num_generations,
-            max_steps: cfg.rollout.max_steps,
-            prompt: cfg.prompt_style(),
-            sampling: &sampling,
-            sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, it as u64),
-        };
-        collect(self.sampler(), &plan)
     }
 }
 

@@ -207,18 +207,10 @@ mod tests {
     use crate::prompt::HistoryAction;
     use gigpo_core::AdvantageConfig;
     use gigpo_env::sokoban::SokobanConfig;
-    use gigpo_model::{Device, Generation, Policy, TinyConfig, Tokenizer};
+    use gigpo_model::{Device, Generation, Policy, Tokenizer};
 
     fn tiny() -> Policy {
-        let cfg = TinyConfig {
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 2,
-            intermediate_size: 32,
-            ..TinyConfig::default()
-        };
-        Policy::tiny(&cfg, 3, &Device::Cpu).unwrap()
+        Policy::tiny(&crate::small_tiny(16), 3, &Device::Cpu).unwrap()
     }
 
     fn plan<'a>(
