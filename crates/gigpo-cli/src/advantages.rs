@@ -1,4 +1,4 @@
-//! `gigpo advantages`: advantages for trajectories in a JSON-lines file (SPEC §7).
+//! `gigpo advantages`: advantages for trajectories in a JSON-lines file (docs/formats.md).
 
 use anyhow::{bail, Context, Result};
 use gigpo_core::{
@@ -97,7 +97,7 @@ impl Args {
     }
 }
 
-/// One output line: the input's ids and a value set per step (SPEC §7).
+/// One output line: the input's ids and a value set per step (docs/formats.md).
 #[derive(Serialize)]
 struct OutputLine<'a> {
     group: &'a Value,

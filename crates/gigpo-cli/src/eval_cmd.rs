@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use gigpo_train::eval::load_checkpoint;
+use gigpo_train::policy::load_checkpoint;
 use gigpo_train::Evaluator;
 
 /// Options of `gigpo eval`.
@@ -46,9 +46,9 @@ pub fn run(args: Args) -> Result<()> {
     }
     cfg.eval.greedy = !args.no_greedy;
     cfg.validate()?;
-    let evaluator = Evaluator::new(&cfg)?;
+    let evaluator = Evaluator::new(cfg.eval_plan())?;
     let levels = args.episodes.unwrap_or(cfg.eval.levels);
-    let r = evaluator.evaluate_first(&policy, &cfg, levels)?;
+    let r = evaluator.evaluate_first(&policy, levels)?;
     if args.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {

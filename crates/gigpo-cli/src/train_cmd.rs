@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use gigpo_train::config::{TrainConfig, SEED_FLAGS};
+use gigpo_train::config::TrainConfig;
 use gigpo_train::Trainer;
 
 /// Options of `gigpo train`. Without any, trains the tiny built-in model on 6×6 Sokoban.
@@ -40,6 +40,21 @@ pub struct Args {
     /// curves.png, vllm-adapter/) first.
     #[arg(long, conflicts_with = "resume")]
     force: bool,
+    // The seed page's flags (`--advantage_estimator`, ...).
+    #[command(flatten)]
+    seed_flags: SeedFlags,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+/// The flags of the seed page (docs/formats.md), accepted as written; each sets one field of
+/// the configuration, as `--set FIELD=VALUE` would.
+#[derive(clap::Args, Debug)]
+pub struct SeedFlags {
     /// Advantage estimator: gigpo, grpo or rloo (= --set algorithm.estimator=...).
     #[arg(long = "advantage_estimator", value_name = "NAME")]
     advantage_estimator: Option<String>,
@@ -55,31 +70,28 @@ pub struct Args {
     /// KL coefficient β (= --set loss.beta=...).
     #[arg(long, value_name = "BETA")]
     beta: Option<String>,
-    /// Print the effective configuration as TOML and exit.
-    #[arg(long)]
-    print_config: bool,
-    /// No progress bar.
-    #[arg(long)]
-    quiet: bool,
+}
+
+impl SeedFlags {
+    /// The flags given, as (dotted field, value).
+    fn settings(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("algorithm.estimator", &self.advantage_estimator),
+            ("use_gym_env", &self.use_gym_env),
+            (
+                "algorithm.step_advantage_weight",
+                &self.gigpo_step_advantage_weight,
+            ),
+            ("rollout.num_generations", &self.num_generations),
+            ("loss.beta", &self.beta),
+        ]
+        .into_iter()
+        .filter_map(|(field, v)| Some((field, v.as_deref()?)))
+        .collect()
+    }
 }
 
 impl Args {
-    /// The seed page's flags that were given, as (dotted field, value).
-    fn seed_flags(&self) -> Vec<(&'static str, &str)> {
-        let given = [
-            &self.advantage_estimator,
-            &self.use_gym_env,
-            &self.gigpo_step_advantage_weight,
-            &self.num_generations,
-            &self.beta,
-        ];
-        SEED_FLAGS
-            .iter()
-            .zip(given)
-            .filter_map(|((_, field), v)| v.as_deref().map(|v| (*field, v)))
-            .collect()
-    }
-
     fn has_overrides(&self) -> bool {
         self.config.is_some()
             || !self.set.is_empty()
@@ -87,7 +99,7 @@ impl Args {
             || self.model.is_some()
             || self.env.is_some()
             || self.run_dir.is_some()
-            || !self.seed_flags().is_empty()
+            || !self.seed_flags.settings().is_empty()
     }
 }
 
@@ -106,7 +118,7 @@ pub fn build_config(args: &Args) -> Result<TrainConfig> {
             .with_context(|| format!("--set {item:?}: expected FIELD=VALUE"))?;
         cfg.set(field.trim(), value.trim())?;
     }
-    for (field, value) in args.seed_flags() {
+    for (field, value) in args.seed_flags.settings() {
         cfg.set(field, value)?;
     }
     if let Some(n) = args.iterations {
@@ -171,4 +183,37 @@ pub fn run(args: Args) -> Result<()> {
     }
     eprintln!("run directory: {}", run_dir.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+    use gigpo_core::Estimator;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: Args,
+    }
+
+    #[test]
+    fn seed_flags_map_to_fields() {
+        let flags = [
+            ("advantage_estimator", "rloo"),
+            ("use_gym_env", "true"),
+            ("gigpo_step_advantage_weight", "0.5"),
+            ("num_generations", "4"),
+            ("beta", "0.0"),
+        ];
+        let argv = flags
+            .iter()
+            .flat_map(|(flag, value)| [format!("--{flag}"), value.to_string()]);
+        let cli = Cli::parse_from(std::iter::once("gigpo".to_string()).chain(argv));
+        let cfg = build_config(&cli.args).unwrap();
+        assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
+        assert_eq!(cfg.algorithm.step_advantage_weight, 0.5);
+        assert_eq!(cfg.rollout.num_generations, 4);
+        assert_eq!(cfg.beta(), 0.0);
+    }
 }

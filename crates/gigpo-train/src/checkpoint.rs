@@ -17,9 +17,33 @@ use candle_core::{DType, Tensor};
 use gigpo_model::{AdamW, Policy, SaveMode};
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
+use crate::checks::at_least_one;
 use crate::error::{Result, TrainError};
 use crate::fsutil::{write_atomic, write_dir_atomic};
+
+/// Checkpoints under `run_dir/checkpoints/iter-N/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CheckpointConfig {
+    /// Write one every this many iterations (and always after the last); 0 = only at the end.
+    /// Default 20.
+    pub every: usize,
+    /// Keep the last this many. Default 2.
+    pub keep: usize,
+}
+
+impl Default for CheckpointConfig {
+    fn default() -> Self {
+        Self { every: 20, keep: 2 }
+    }
+}
+
+impl CheckpointConfig {
+    /// Checks ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("checkpoint.keep", self.keep)
+    }
+}
 
 /// What `state.json` records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,10 +70,11 @@ pub fn checkpoint_dir(run_dir: &Path, iteration: usize) -> PathBuf {
         .join(format!("iter-{iteration}"))
 }
 
-/// Writes a checkpoint atomically and removes all but the newest `keep`.
+/// Writes a checkpoint atomically (`config` is the run's configuration as TOML) and removes
+/// all but the newest `keep`.
 pub fn save(
     run_dir: &Path,
-    cfg: &TrainConfig,
+    config: &str,
     policy: &Policy,
     opt: &AdamW,
     state: &TrainState,
@@ -68,7 +93,7 @@ pub fn save(
         opt.save_state(&tmp.join("optimizer.safetensors"))?;
         let json = serde_json::to_string_pretty(state).map_err(|e| TrainError::io(tmp, e))?;
         write_atomic(&tmp.join("state.json"), json.as_bytes())?;
-        write_atomic(&tmp.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+        write_atomic(&tmp.join("config.toml"), config.as_bytes())?;
         let mode = if policy.lora_config().is_some() {
             SaveMode::AdapterOnly
         } else {

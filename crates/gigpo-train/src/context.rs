@@ -11,20 +11,15 @@
 //!
 //! The prompt is rendered by the rollout's own code ([`next_prompt`]) from an observation of
 //! the configured environment, so the chat template and the tokenizer are counted exactly.
-//! [`check`] runs before the warm start and the first rollout; a rollout checks its first
-//! observation the same way before it samples, and every turn's prompt with [`fits`]
-//! (observations of remote environments may grow).
+//! [`crate::policy::check_context`] runs before the warm start and the first rollout; a
+//! rollout checks its first observation the same way before it samples, and every turn's
+//! prompt with [`fits`] (observations of remote environments may grow).
 
-use gigpo_env::seed::SeedSplit;
-use gigpo_env::spec::EnvSpec;
 use gigpo_env::Observation;
 use gigpo_model::{Policy, Tokenizer};
 
-use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
-use crate::prompt::PromptStyle;
-use crate::rollout::{next_prompt, PastTurn};
-use crate::sampler::Sampler;
+use crate::prompt::{next_prompt, PastTurn, PromptStyle};
 
 /// The smallest context the tiny model gets when it is sized for the episode.
 pub const MIN_TINY_CONTEXT: usize = 1024;
@@ -78,45 +73,10 @@ fn longest_answer(tok: &Tokenizer, n: usize) -> Result<(Vec<u32>, String)> {
     Ok((ids, text))
 }
 
-/// The first observation and the instructions of a built-in environment (training level 0);
-/// `None` for a remote environment, which is not started for this.
-fn first_observation(cfg: &TrainConfig) -> Result<Option<(Observation, String)>> {
-    if matches!(cfg.env, EnvSpec::Remote(_)) {
-        return Ok(None);
-    }
-    let mut env = cfg.env.build()?;
-    let obs = env.reset(SeedSplit::new(cfg.seed).train(0))?;
-    Ok(Some((obs, env.instructions())))
-}
-
-/// The longest sequence of an episode of `cfg` under `tok`; `None` for a remote environment.
-pub fn episode_tokens(cfg: &TrainConfig, tok: &Tokenizer) -> Result<Option<usize>> {
-    let Some((obs, instructions)) = first_observation(cfg)? else {
-        return Ok(None);
-    };
-    let shape = EpisodeShape {
-        style: cfg.prompt_style(),
-        instructions: cfg.instructions().then_some(instructions.as_str()),
-        max_steps: cfg.rollout.max_steps,
-        max_new_tokens: cfg.max_new_tokens(),
-    };
-    Ok(Some(longest_sequence(tok, &shape, &obs)?))
-}
-
 /// The tiny model's context sized for `tokens`: rounded up to a multiple of 256, at least
 /// [`MIN_TINY_CONTEXT`].
 pub fn sized_context(tokens: usize) -> usize {
     (tokens.div_ceil(CONTEXT_STEP) * CONTEXT_STEP).max(MIN_TINY_CONTEXT)
-}
-
-/// Checks that the longest sequence of an episode of `cfg` fits the context of `sampler` (the
-/// policy, or the inference servers), before anything runs. Remote environments are checked
-/// when a rollout starts instead.
-pub fn check(cfg: &TrainConfig, sampler: &dyn Sampler) -> Result<()> {
-    match episode_tokens(cfg, sampler.tokenizer())? {
-        Some(needed) => sampler.fits(cfg.prompt_style(), needed, cfg.rollout.max_steps),
-        None => Ok(()),
-    }
 }
 
 /// Checks that a sequence of `needed` tokens, after `turns` turns of prompts built in `style`,
@@ -186,10 +146,13 @@ fn context_field(policy: &Policy) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::SampleLayout;
+    use crate::config::TrainConfig;
+    use crate::policy::check_context;
     use crate::rollout::{collect, RolloutPlan};
+    use crate::samples::SampleLayout;
     use gigpo_env::action::ActionFormat;
     use gigpo_env::sokoban::SokobanConfig;
+    use gigpo_env::spec::EnvSpec;
     use gigpo_model::{Device, SamplingParams, TinyConfig};
 
     fn trajectory_config() -> TrainConfig {
@@ -202,10 +165,11 @@ mod tests {
     #[test]
     fn the_tiny_context_is_sized_for_the_episode() {
         let tok = Tokenizer::tiny().unwrap();
-        let step = episode_tokens(&TrainConfig::default(), &tok)
+        let step = TrainConfig::default()
+            .episode_tokens(&tok)
             .unwrap()
             .unwrap();
-        let chat = episode_tokens(&trajectory_config(), &tok).unwrap().unwrap();
+        let chat = trajectory_config().episode_tokens(&tok).unwrap().unwrap();
         assert!(step < MIN_TINY_CONTEXT, "{step}");
         // 15 turns of a 6×6 grid with the chat template: more than 1024 tokens.
         assert!(chat > 1024 && chat <= 1280, "{chat}");
@@ -225,13 +189,8 @@ mod tests {
 
     fn small_policy(context: usize) -> Policy {
         let tiny = TinyConfig {
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 2,
-            intermediate_size: 32,
             max_position_embeddings: context,
-            ..TinyConfig::default()
+            ..crate::small_tiny(16)
         };
         Policy::tiny(&tiny, 5, &Device::Cpu).unwrap()
     }
@@ -298,7 +257,7 @@ mod tests {
         let mut cfg = trajectory_config();
         cfg.model.tiny.max_position_embeddings = 1024;
         let policy = small_policy(1024);
-        let e = check(&cfg, &policy).unwrap_err();
+        let e = check_context(&cfg, &policy).unwrap_err();
         assert!(
             matches!(e, TrainError::Context { context: 1024, .. }),
             "{e}"
@@ -314,11 +273,11 @@ mod tests {
         }
         // Fewer steps fit.
         cfg.rollout.max_steps = 10;
-        check(&cfg, &policy).unwrap();
+        check_context(&cfg, &policy).unwrap();
         // So does the step layout with its history window.
         let mut step = TrainConfig::default();
         step.rollout.history_length = Some(2);
-        check(&step, &policy).unwrap();
+        check_context(&step, &policy).unwrap();
     }
 
     #[test]

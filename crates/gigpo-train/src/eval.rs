@@ -1,29 +1,84 @@
-//! Evaluation on held-out levels (SPEC §4): the policy sampled and greedy, beside a uniformly
-//! random policy over the admissible actions and the optimal solver, all on the same levels.
+//! Evaluation on held-out levels (docs/environments.md): the policy sampled and greedy, beside
+//! a uniformly random policy over the admissible actions and the optimal solver, all on the
+//! same levels.
 //!
 //! The levels are the run's held-out set ([`HeldOut`]): the first `eval.levels` evaluation
 //! seeds, which training never resets to (compared by content). Each level is played once per
 //! policy mode; success rates carry a 95 % Wilson interval over levels.
 
-use std::path::Path;
-
 use gigpo_env::levels::{optimal_success, random_success, HeldOut};
 use gigpo_env::seed::{mix_seed, SeedSplit};
-use gigpo_model::{Policy, SamplingParams};
-use serde::Serialize;
+use gigpo_env::spec::EnvSpec;
+use gigpo_model::SamplingParams;
+use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
-use crate::config::TrainConfig;
+use crate::checks::{self, at_least_one, at_most};
 use crate::error::{Result, TrainError};
 use crate::metrics::{names, Record};
-use crate::rollout::{collect, RolloutPlan};
+use crate::prompt::PromptStyle;
+use crate::rollout::{collect, EpisodeStats, RolloutPlan, MAX_EPISODES};
 use crate::sampler::Sampler;
-use crate::trainer::initial_policy;
 
 /// Stream constant of the evaluation sampling seed.
 pub const EVAL_STREAM: u64 = 0x6576_616c; // "eval"
 /// Stream constant of the random baseline.
 pub const RANDOM_STREAM: u64 = 0x7261_6e64; // "rand"
+
+/// Evaluation on held-out levels (`[eval]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EvalConfig {
+    /// Evaluate before the first update and every this many iterations (and after the last);
+    /// 0 = never. Default 20.
+    pub every: usize,
+    /// Held-out levels: the first this many evaluation seeds; training never resets to one of
+    /// their levels (compared by content). Every evaluation plays each once. Default 256.
+    pub levels: usize,
+    /// Temperature of the sampled evaluation. Default 1.0.
+    pub temperature: f64,
+    /// Nucleus threshold of the sampled evaluation (1.0 = off). Default 1.0.
+    pub top_p: f64,
+    /// Top-k of the sampled evaluation (0 = off). Default 0.
+    pub top_k: usize,
+    /// Also play every level greedily (temperature 0). Default true.
+    pub greedy: bool,
+    /// Episodes of the random baseline per level. Default 32.
+    pub random_rollouts: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        Self {
+            every: 20,
+            levels: 256,
+            temperature: 1.0,
+            top_p: 1.0,
+            top_k: 0,
+            greedy: true,
+            random_rollouts: 32,
+        }
+    }
+}
+
+impl EvalConfig {
+    /// Checks ranges, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        at_least_one("eval.levels", self.levels)?;
+        at_most("eval.levels", self.levels, MAX_EPISODES)?;
+        checks::sampling("eval", self.temperature, self.top_p)
+    }
+
+    /// The sampling parameters of an evaluation at `temperature` (0 = greedy).
+    pub fn sampling(&self, temperature: f64, max_new_tokens: usize) -> SamplingParams {
+        SamplingParams {
+            temperature,
+            top_p: self.top_p,
+            top_k: self.top_k,
+            max_new_tokens,
+            ..SamplingParams::default()
+        }
+    }
+}
 
 /// A success rate over `n` levels with its 95 % Wilson score interval.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -66,12 +121,9 @@ pub struct PolicyEval {
     pub temperature: f64,
     /// Success over the levels, with its interval.
     pub success: Rate,
-    /// Mean undiscounted return.
-    pub mean_return: f64,
-    /// Mean episode length.
-    pub episode_length: f64,
-    /// Share of steps whose action could not be parsed.
-    pub invalid_action_rate: f64,
+    /// Return, length and invalid actions of the episodes.
+    #[serde(flatten)]
+    pub stats: EpisodeStats,
 }
 
 /// The baselines of a set of levels; computed once per run.
@@ -113,15 +165,15 @@ impl EvalResult {
         put(names::EVAL_SUCCESS, s.success.rate);
         put(names::EVAL_SUCCESS_LOW, s.success.low);
         put(names::EVAL_SUCCESS_HIGH, s.success.high);
-        put(names::EVAL_RETURN, s.mean_return);
-        put(names::EVAL_LENGTH, s.episode_length);
-        put(names::EVAL_INVALID, s.invalid_action_rate);
+        put(names::EVAL_RETURN, s.stats.mean_return);
+        put(names::EVAL_LENGTH, s.stats.episode_length);
+        put(names::EVAL_INVALID, s.stats.invalid_action_rate);
         if let Some(g) = &self.greedy {
             put(names::EVAL_GREEDY_SUCCESS, g.success.rate);
             put(names::EVAL_GREEDY_SUCCESS_LOW, g.success.low);
             put(names::EVAL_GREEDY_SUCCESS_HIGH, g.success.high);
-            put(names::EVAL_GREEDY_RETURN, g.mean_return);
-            put(names::EVAL_GREEDY_INVALID, g.invalid_action_rate);
+            put(names::EVAL_GREEDY_RETURN, g.stats.mean_return);
+            put(names::EVAL_GREEDY_INVALID, g.stats.invalid_action_rate);
         }
         if let Some(r) = self.baselines.random_success_rate {
             put(names::EVAL_RANDOM_SUCCESS, r);
@@ -153,19 +205,39 @@ impl EvalResult {
     }
 }
 
+/// What an evaluation reads of the configuration, with the defaults that depend on the
+/// model's profile resolved ([`crate::TrainConfig::eval_plan`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvalPlan {
+    /// The environment.
+    pub env: EnvSpec,
+    /// The run's base seed (the held-out levels and the evaluation's sampling derive from it).
+    pub seed: u64,
+    /// The `[eval]` section.
+    pub eval: EvalConfig,
+    /// Most steps of an episode (`rollout.max_steps`).
+    pub max_steps: usize,
+    /// Most tokens of one answer (`rollout.max_new_tokens`).
+    pub max_new_tokens: usize,
+    /// How prompts are built, as in training.
+    pub prompt: PromptStyle,
+}
+
 /// The held-out levels of a run and their baselines.
 #[derive(Debug, Clone)]
 pub struct Evaluator {
+    plan: EvalPlan,
     held_out: HeldOut,
     baselines: Baselines,
 }
 
 impl Evaluator {
     /// The run's held-out set (`eval.levels` levels) with its baselines.
-    pub fn new(cfg: &TrainConfig) -> Result<Self> {
-        let held_out = HeldOut::new(&cfg.env, SeedSplit::new(cfg.seed), cfg.eval.levels)?;
-        let baselines = baselines(cfg, held_out.seeds())?;
+    pub fn new(plan: EvalPlan) -> Result<Self> {
+        let held_out = HeldOut::new(&plan.env, SeedSplit::new(plan.seed), plan.eval.levels)?;
+        let baselines = baselines(&plan, held_out.seeds())?;
         Ok(Self {
+            plan,
             held_out,
             baselines,
         })
@@ -183,17 +255,12 @@ impl Evaluator {
 
     /// Plays every held-out level with `sampler` (the policy, or the inference servers
     /// serving it): sampled, and greedy when `eval.greedy`.
-    pub fn evaluate(&self, sampler: &dyn Sampler, cfg: &TrainConfig) -> Result<EvalResult> {
-        self.evaluate_first(sampler, cfg, self.held_out.seeds().len())
+    pub fn evaluate(&self, sampler: &dyn Sampler) -> Result<EvalResult> {
+        self.evaluate_first(sampler, self.held_out.seeds().len())
     }
 
     /// [`Evaluator::evaluate`] on the first `levels` held-out levels only (at most all of them).
-    pub fn evaluate_first(
-        &self,
-        sampler: &dyn Sampler,
-        cfg: &TrainConfig,
-        levels: usize,
-    ) -> Result<EvalResult> {
+    pub fn evaluate_first(&self, sampler: &dyn Sampler, levels: usize) -> Result<EvalResult> {
         let seeds = self.held_out.seeds();
         if levels > seeds.len() {
             return Err(TrainError::config(
@@ -205,16 +272,16 @@ impl Evaluator {
             ));
         }
         let seeds = &seeds[..levels];
-        let e = &cfg.eval;
-        let sampled = play(sampler, cfg, seeds, e.temperature)?;
+        let e = &self.plan.eval;
+        let sampled = play(sampler, &self.plan, seeds, e.temperature)?;
         let greedy = e
             .greedy
-            .then(|| play(sampler, cfg, seeds, 0.0))
+            .then(|| play(sampler, &self.plan, seeds, 0.0))
             .transpose()?;
         let baselines = if levels == self.held_out.seeds().len() {
             self.baselines.clone()
         } else {
-            baselines(cfg, seeds)?
+            baselines(&self.plan, seeds)?
         };
         Ok(EvalResult {
             levels,
@@ -226,18 +293,18 @@ impl Evaluator {
 }
 
 /// The random and optimal baselines on the levels of `seeds`.
-pub fn baselines(cfg: &TrainConfig, seeds: &[u64]) -> Result<Baselines> {
-    let steps = cfg.rollout.max_steps;
-    let rollouts = cfg.eval.random_rollouts;
-    let rng = mix_seed(cfg.seed ^ RANDOM_STREAM, 0);
+pub fn baselines(plan: &EvalPlan, seeds: &[u64]) -> Result<Baselines> {
+    let steps = plan.max_steps;
+    let rollouts = plan.eval.random_rollouts;
+    let rng = mix_seed(plan.seed ^ RANDOM_STREAM, 0);
     let mut random = Some(0.0);
     let mut optimal = Some(0usize);
     for &s in seeds {
-        random = match (random, random_success(&cfg.env, s, steps, rollouts, rng)?) {
+        random = match (random, random_success(&plan.env, s, steps, rollouts, rng)?) {
             (Some(acc), Some(r)) => Some(acc + r),
             _ => None,
         };
-        optimal = match (optimal, optimal_success(&cfg.env, s, steps)?) {
+        optimal = match (optimal, optimal_success(&plan.env, s, steps)?) {
             (Some(acc), Some(won)) => Some(acc + usize::from(won)),
             _ => None,
         };
@@ -252,45 +319,26 @@ pub fn baselines(cfg: &TrainConfig, seeds: &[u64]) -> Result<Baselines> {
 /// Plays one episode on each level of `seeds` at `temperature` (0 = greedy).
 fn play(
     sampler: &dyn Sampler,
-    cfg: &TrainConfig,
+    plan: &EvalPlan,
     seeds: &[u64],
     temperature: f64,
 ) -> Result<PolicyEval> {
-    let sampling = SamplingParams {
-        temperature,
-        top_p: cfg.eval.top_p,
-        top_k: cfg.eval.top_k,
-        max_new_tokens: cfg.max_new_tokens(),
-        ..SamplingParams::default()
-    };
-    let plan = RolloutPlan {
-        env: &cfg.env,
+    let sampling = plan.eval.sampling(temperature, plan.max_new_tokens);
+    let rollout_plan = RolloutPlan {
+        env: &plan.env,
         seeds,
         group_size: 1,
-        max_steps: cfg.rollout.max_steps,
-        prompt: cfg.prompt_style(),
+        max_steps: plan.max_steps,
+        prompt: plan.prompt,
         sampling: &sampling,
-        sample_seed: mix_seed(cfg.seed ^ EVAL_STREAM, 0),
+        sample_seed: mix_seed(plan.seed ^ EVAL_STREAM, 0),
     };
-    let rollout = collect(sampler, &plan)?;
-    let stats = rollout.stats();
-    let wins = rollout.trajectories.iter().filter(|t| t.won()).count();
+    let rollout = collect(sampler, &rollout_plan)?;
     Ok(PolicyEval {
         temperature,
-        success: Rate::wilson(wins, seeds.len()),
-        mean_return: stats.mean_return,
-        episode_length: stats.episode_length,
-        invalid_action_rate: stats.invalid_action_rate,
+        success: Rate::wilson(rollout.wins(), seeds.len()),
+        stats: rollout.stats(),
     })
-}
-
-/// Loads the policy of a checkpoint directory (`run_dir/checkpoints/iter-N`) with its
-/// configuration.
-pub fn load_checkpoint(dir: &Path) -> Result<(Policy, TrainConfig)> {
-    let cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
-    let policy = initial_policy(&cfg)?;
-    checkpoint::load_trainable(dir, &policy)?;
-    Ok((policy, cfg))
 }
 
 #[cfg(test)]

@@ -1,4 +1,4 @@
-//! The policy objective of SPEC §3 on candle tensors.
+//! The policy objective on candle tensors (docs/training.md), and its settings (`[loss]`).
 //!
 //! Per response token: ρ = exp(log π_θ − log π_old),
 //! L_clip = −min(ρ·A, clip(ρ, 1 − ε_low, 1 + ε_high)·A), with the dual clip
@@ -10,9 +10,98 @@
 //! `mask` is 1 on trained tokens and 0 elsewhere).
 
 use candle_core::{DType, Tensor, D};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{Aggregation, KlEstimator, LossConfig};
-use crate::error::Result;
+use crate::checks::finite_non_negative;
+use crate::error::{Result, TrainError};
+
+/// The KL estimator of docs/training.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KlEstimator {
+    /// `log π − log π_ref`.
+    K1,
+    /// `½ (log π − log π_ref)²`.
+    K2,
+    /// `exp(log π_ref − log π) − (log π_ref − log π) − 1`, clamped (alias `low_var_kl`).
+    #[default]
+    #[serde(alias = "low_var_kl")]
+    K3,
+}
+
+/// How per-token losses are reduced to one number (docs/training.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Aggregation {
+    /// Mean over all unmasked tokens of the mini-batch.
+    #[default]
+    TokenMean,
+    /// Sum over each sequence's tokens, mean over sequences.
+    SeqMeanTokenSum,
+    /// Mean over each sequence's tokens, mean over sequences.
+    SeqMeanTokenMean,
+}
+
+/// The policy loss (docs/training.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// ε_low: the ratio is clipped below at 1 − ε_low. Default 0.2.
+    pub clip_low: f64,
+    /// ε_high: the ratio is clipped above at 1 + ε_high. Default 0.2.
+    pub clip_high: f64,
+    /// Dual clip constant c (> 1) bounding the loss of negative-advantage tokens at −c·A.
+    /// Default 3.0; none turns it off.
+    pub dual_clip: Option<f64>,
+    /// KL coefficient β (`--beta`); 0 skips the reference policy. Default by profile: 0.01
+    /// for a pretrained model, 0 for a model trained from scratch (its initial policy is noise).
+    pub beta: Option<f64>,
+    /// KL estimator. Default `k3` (`low_var_kl`).
+    pub kl_estimator: KlEstimator,
+    /// The k3 estimate is clamped to ±this. Default 10.
+    pub kl_clamp: f64,
+    /// Entropy bonus coefficient (subtracted from the loss). Default 0.
+    pub entropy_coef: f64,
+    /// Reduction over tokens. Default `token-mean`.
+    pub aggregation: Aggregation,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            clip_low: 0.2,
+            clip_high: 0.2,
+            dual_clip: Some(3.0),
+            beta: None,
+            kl_estimator: KlEstimator::K3,
+            kl_clamp: 10.0,
+            entropy_coef: 0.0,
+            aggregation: Aggregation::TokenMean,
+        }
+    }
+}
+
+impl LossConfig {
+    /// Checks ranges, naming the field; `beta` is the resolved KL coefficient.
+    pub fn validate(&self, beta: f64) -> Result<()> {
+        finite_non_negative("loss.clip_low", self.clip_low)?;
+        finite_non_negative("loss.clip_high", self.clip_high)?;
+        if self.clip_low >= 1.0 {
+            return Err(TrainError::config("loss.clip_low", "must be < 1"));
+        }
+        if let Some(c) = self.dual_clip {
+            if !(c > 1.0 && c.is_finite()) {
+                return Err(TrainError::config(
+                    "loss.dual_clip",
+                    format!("{c} must be > 1"),
+                ));
+            }
+        }
+        finite_non_negative("loss.beta", beta)?;
+        finite_non_negative("loss.entropy_coef", self.entropy_coef)?;
+        finite_non_negative("loss.kl_clamp", self.kl_clamp)
+    }
+}
 
 /// Log-ratio clamp before `exp`, so a wildly off-policy token cannot overflow.
 const LOG_RATIO_CLAMP: f64 = 20.0;
@@ -76,7 +165,7 @@ pub fn clipped_surrogate(
     let pg = match cfg.dual_clip {
         None => pg,
         Some(c) => {
-            // For A < 0 the loss is bounded by −c·A (SPEC §3 dual clip).
+            // For A < 0 the loss is bounded by −c·A (the dual clip).
             let bound = (&neg_adv * c)?;
             let lower = pg.minimum(&bound)?;
             let negative = advantages.lt(0.0)?.to_dtype(DType::F32)?;
@@ -142,7 +231,7 @@ pub fn aggregate(
     }
 }
 
-/// The full objective of SPEC §3 for one mini-batch.
+/// The full objective (docs/training.md) for one mini-batch.
 pub fn policy_loss(inputs: &LossInputs<'_>, cfg: &LossConfig) -> Result<LossOutput> {
     let mask = inputs.mask;
     let (pg_tok, clip_active) =

@@ -1,6 +1,6 @@
-//! The agent's prompt (SPEC §2): the task, the last `history_length` observation/action pairs,
-//! the current observation and the admissible actions, rendered with the model's chat template
-//! when it has one.
+//! The agent's prompt (docs/training.md): the task, the last `history_length`
+//! observation/action pairs, the current observation and the admissible actions, rendered with
+//! the model's chat template when it has one.
 //!
 //! The user message of a step reads
 //!
@@ -230,6 +230,58 @@ fn plain_chat(messages: &[ChatMessage], generation: bool) -> String {
         s.push_str("Action: ");
     }
     s
+}
+
+/// A finished turn as the next prompt needs it.
+#[derive(Debug, Clone, Copy)]
+pub struct PastTurn<'a> {
+    /// The user message of the turn.
+    pub user: &'a str,
+    /// The generated token ids.
+    pub response: &'a [u32],
+    /// The observation text the action was taken from.
+    pub observation: &'a str,
+    /// The generated text.
+    pub action_text: &'a str,
+}
+
+/// The user message and prompt ids of the next turn after `past` from `obs`.
+pub fn next_prompt(
+    tok: &Tokenizer,
+    style: &PromptStyle,
+    instructions: Option<&str>,
+    past: &[PastTurn<'_>],
+    obs: &gigpo_env::Observation,
+) -> Result<(String, Vec<u32>)> {
+    let admissible = obs.admissible_actions.as_deref();
+    if style.chat {
+        let user = user_message(&[], &obs.text, admissible);
+        let turns: Vec<ChatTurn<'_>> = past
+            .iter()
+            .map(|s| ChatTurn {
+                user: s.user,
+                response: s.response,
+            })
+            .collect();
+        let (ids, _) = chat_tokens(tok, instructions, &turns, Some(&user))?;
+        return Ok((user, ids));
+    }
+    let window = &past[past.len().saturating_sub(style.history_length)..];
+    let shown: Vec<String> = window
+        .iter()
+        .map(|s| history_action(s.action_text, style.history_action))
+        .collect();
+    let history: Vec<PastStep<'_>> = window
+        .iter()
+        .zip(&shown)
+        .map(|(s, a)| PastStep {
+            observation: s.observation,
+            action: a,
+        })
+        .collect();
+    let user = user_message(&history, &obs.text, admissible);
+    let ids = tok.encode(&step_prompt_text(tok, instructions, &user)?)?;
+    Ok((user, ids))
 }
 
 #[cfg(test)]

@@ -27,9 +27,11 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::config::TrainConfig;
+use crate::checks::{at_most, positive};
 use crate::error::{Result, TrainError};
-use crate::rollout::{next_prompt, PastTurn};
+use crate::prompt::PromptStyle;
+use crate::prompt::{next_prompt, PastTurn};
+use crate::update::add_grads;
 
 /// Training level indices of the demonstrations start here, far from those of RL iterations.
 const SFT_LEVEL_OFFSET: u64 = 1 << 40;
@@ -39,6 +41,8 @@ pub const SCRATCH_SFT_LEVELS: usize = 32_000;
 const SFT_SHUFFLE_STREAM: u64 = 0x7366_7473_6866; // "sftshf"
 /// Stream of the random moves of noisy demonstrations.
 const SFT_NOISE_STREAM: u64 = 0x7366_746e_6f69; // "sftnoi"
+/// The most warm-start levels (`sft.levels`).
+pub const MAX_SFT_LEVELS: usize = 1 << 20;
 /// Points of the warm start's loss curve (at most).
 pub const SFT_CURVE_POINTS: usize = 100;
 
@@ -106,6 +110,7 @@ impl Default for SftConfig {
 impl SftConfig {
     /// Checks ranges, naming the field; `levels` is the resolved number of levels.
     pub fn validate(&self, levels: usize) -> Result<()> {
+        at_most("sft.levels", levels, MAX_SFT_LEVELS)?;
         if levels > 0 && (self.epochs == 0 || self.batch_size == 0) {
             return Err(TrainError::config(
                 "sft.epochs / sft.batch_size",
@@ -118,14 +123,32 @@ impl SftConfig {
                 format!("{} must be in [0, 1]", self.noise),
             ));
         }
-        if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(TrainError::config(
-                "sft.lr",
-                format!("{} must be > 0", self.lr),
-            ));
-        }
-        Ok(())
+        positive("sft.lr", self.lr)
     }
+}
+
+/// What the warm start reads of the configuration, with the defaults that depend on the
+/// model's profile resolved ([`crate::TrainConfig::sft_plan`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftPlan {
+    /// The `[sft]` section.
+    pub sft: SftConfig,
+    /// Training levels solved for demonstrations (`sft.levels`).
+    pub levels: usize,
+    /// The environment (demonstrations need the built-in Sokoban).
+    pub env: EnvSpec,
+    /// The run's base seed.
+    pub seed: u64,
+    /// Most steps of an episode (`rollout.max_steps`).
+    pub max_steps: usize,
+    /// Most tokens of one answer (`rollout.max_new_tokens`).
+    pub max_new_tokens: usize,
+    /// How prompts are built, as in training.
+    pub prompt: PromptStyle,
+    /// The run's optimizer settings; the warm start replaces the learning rate by `sft.lr`.
+    pub optim: AdamWConfig,
+    /// Demonstrations per forward/backward pass (`update.micro_batch_size`).
+    pub micro_batch_size: usize,
 }
 
 /// One demonstrated step: the prompt and the answer tokens.
@@ -165,26 +188,26 @@ pub struct SftStats {
     pub curve: Vec<SftPoint>,
 }
 
-/// The demonstrations of `cfg.sft.levels` training levels (held-out levels excluded).
+/// The demonstrations of `plan.sft.levels` training levels (held-out levels excluded).
 pub fn demonstrations(
-    cfg: &TrainConfig,
+    plan: &SftPlan,
     tok: &Tokenizer,
     held_out: &HeldOut,
 ) -> Result<Vec<Demonstration>> {
-    let EnvSpec::Sokoban(sokoban) = &cfg.env else {
+    let EnvSpec::Sokoban(sokoban) = &plan.env else {
         return Err(TrainError::config(
             "sft.levels",
             "solver demonstrations need the built-in Sokoban environment",
         ));
     };
     let mut env = Sokoban::new(sokoban.clone())?;
-    let instructions = cfg.instructions().then(|| env.instructions());
+    let instructions = plan.prompt.instructions.then(|| env.instructions());
     let mut out = Vec::new();
-    for i in 0..cfg.sft_levels() as u64 {
+    for i in 0..plan.levels as u64 {
         let seed = held_out.train_seed(&mut env, SFT_LEVEL_OFFSET + i)?;
-        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(cfg.seed ^ SFT_NOISE_STREAM, i));
+        let mut rng = ChaCha8Rng::seed_from_u64(mix_seed(plan.seed ^ SFT_NOISE_STREAM, i));
         let episode = Episode {
-            cfg,
+            plan,
             tok,
             instructions: instructions.as_deref(),
             seed,
@@ -196,7 +219,7 @@ pub fn demonstrations(
 
 /// One demonstrated episode: its level and how its prompts are built.
 struct Episode<'a> {
-    cfg: &'a TrainConfig,
+    plan: &'a SftPlan,
     tok: &'a Tokenizer,
     instructions: Option<&'a str>,
     seed: u64,
@@ -213,11 +236,11 @@ impl Episode<'_> {
         rng: &mut ChaCha8Rng,
         out: &mut Vec<Demonstration>,
     ) -> Result<()> {
-        let cfg = self.cfg;
+        let plan = self.plan;
         let mut obs = env.reset(self.seed)?;
         // (user message, answer ids, observation, move) of the turns so far.
         let mut past: Vec<(String, Vec<u32>, String, Direction)> = Vec::new();
-        for _ in 0..cfg.rollout.max_steps {
+        for _ in 0..plan.max_steps {
             let Some(best) = self.solver_move(env)? else {
                 break;
             };
@@ -230,17 +253,17 @@ impl Episode<'_> {
                     action_text: a.as_str(),
                 })
                 .collect();
-            let style = cfg.prompt_style();
-            let (user, prompt) = next_prompt(self.tok, &style, self.instructions, &turns, &obs)?;
-            let answer = answer_tokens(cfg, self.tok, best)?;
+            let (user, prompt) =
+                next_prompt(self.tok, &plan.prompt, self.instructions, &turns, &obs)?;
+            let answer = answer_tokens(plan, self.tok, best)?;
             out.push(Demonstration { prompt, answer });
-            let played = if rng.random::<f64>() < cfg.sft.noise {
+            let played = if rng.random::<f64>() < plan.sft.noise {
                 Direction::ALL[rng.random_range(0..Direction::ALL.len())]
             } else {
                 best
             };
             let step = env.step(&format!("<action>{played}</action>"))?;
-            let played_answer = answer_tokens(cfg, self.tok, played)?;
+            let played_answer = answer_tokens(plan, self.tok, played)?;
             past.push((user, played_answer, std::mem::take(&mut obs.text), played));
             if step.done() {
                 break;
@@ -265,8 +288,8 @@ impl Episode<'_> {
 
 /// The answer to train on: the bare word where the environment accepts it, else the tagged
 /// form; followed by EOS when `max_new_tokens` leaves room for it.
-fn answer_tokens(cfg: &TrainConfig, tok: &Tokenizer, dir: Direction) -> Result<Vec<u32>> {
-    let bare = match &cfg.env {
+fn answer_tokens(plan: &SftPlan, tok: &Tokenizer, dir: Direction) -> Result<Vec<u32>> {
+    let bare = match &plan.env {
         EnvSpec::Sokoban(c) => c.action_format == ActionFormat::TaggedOrBare,
         _ => false,
     };
@@ -276,17 +299,17 @@ fn answer_tokens(cfg: &TrainConfig, tok: &Tokenizer, dir: Direction) -> Result<V
         format!("<action>{dir}</action>")
     };
     let mut ids = tok.encode(&text)?;
-    if ids.len() > cfg.max_new_tokens() {
+    if ids.len() > plan.max_new_tokens {
         return Err(TrainError::config(
             "rollout.max_new_tokens",
             format!(
                 "{} tokens cannot hold the demonstrated answer {text:?} ({} tokens)",
-                cfg.max_new_tokens(),
+                plan.max_new_tokens,
                 ids.len()
             ),
         ));
     }
-    if ids.len() < cfg.max_new_tokens() {
+    if ids.len() < plan.max_new_tokens {
         if let Some(&eos) = tok.eos_ids().first() {
             ids.push(eos);
         }
@@ -294,17 +317,17 @@ fn answer_tokens(cfg: &TrainConfig, tok: &Tokenizer, dir: Direction) -> Result<V
     Ok(ids)
 }
 
-/// Fine-tunes `policy` on `demos` for `cfg.sft.epochs` epochs with a fresh AdamW.
+/// Fine-tunes `policy` on `demos` for `plan.sft.epochs` epochs with a fresh AdamW.
 pub fn fine_tune(
     policy: &Policy,
-    cfg: &TrainConfig,
+    plan: &SftPlan,
     demos: &[Demonstration],
     progress: bool,
 ) -> Result<SftStats> {
     let start = Instant::now();
-    let per_epoch = demos.len().div_ceil(cfg.sft.batch_size.max(1));
+    let per_epoch = demos.len().div_ceil(plan.sft.batch_size.max(1));
     let bar = progress.then(|| {
-        let b = indicatif::ProgressBar::new((per_epoch * cfg.sft.epochs) as u64);
+        let b = indicatif::ProgressBar::new((per_epoch * plan.sft.epochs) as u64);
         if let Ok(style) = indicatif::ProgressStyle::with_template(
             "warm start {bar:30} {pos}/{len} steps  ETA {eta}  {msg}",
         ) {
@@ -312,15 +335,15 @@ pub fn fine_tune(
         }
         b
     });
-    let sft = &cfg.sft;
+    let sft = &plan.sft;
     let mut opt = AdamW::new(
         policy.named_trainable_vars().to_vec(),
         AdamWConfig {
             lr: sft.lr,
-            ..crate::trainer::adamw_config(cfg)
+            ..plan.optim.clone()
         },
     )?;
-    let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed ^ SFT_SHUFFLE_STREAM);
+    let mut rng = ChaCha8Rng::seed_from_u64(plan.seed ^ SFT_SHUFFLE_STREAM);
     let mut order: Vec<usize> = (0..demos.len()).collect();
     let mut stats = SftStats {
         demonstrations: demos.len(),
@@ -335,7 +358,7 @@ pub fn fine_tune(
         for batch in order.chunks(sft.batch_size) {
             let k = stats.steps + batches;
             opt.set_lr(sft.schedule.lr(sft.lr, k, per_epoch * sft.epochs));
-            let loss = sft_step(policy, &mut opt, demos, batch, cfg.micro_batch_size())?;
+            let loss = sft_step(policy, &mut opt, demos, batch, plan.micro_batch_size)?;
             total += loss;
             batches += 1;
             window = (window.0 + loss, window.1 + 1);
@@ -406,7 +429,7 @@ fn sft_step(
         let g = loss.backward()?;
         grads = Some(match grads {
             None => g,
-            Some(acc) => crate::trainer::add_grads(acc, g, &policy.trainable_vars())?,
+            Some(acc) => add_grads(acc, g, &policy.trainable_vars())?,
         });
     }
     if let Some(g) = grads {
@@ -418,6 +441,7 @@ fn sft_step(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TrainConfig;
     use gigpo_env::sokoban::solution_length;
 
     #[test]
@@ -440,7 +464,7 @@ mod tests {
         cfg.set("sft.noise", noise).unwrap();
         let tok = Tokenizer::tiny().unwrap();
         let held_out = held_out(&cfg);
-        let d = demonstrations(&cfg, &tok, &held_out).unwrap();
+        let d = demonstrations(&cfg.sft_plan(), &tok, &held_out).unwrap();
         (cfg, d)
     }
 

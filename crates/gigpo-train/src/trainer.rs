@@ -1,65 +1,31 @@
 //! The training loop: rollouts → advantages → samples → π_old / π_ref log-probabilities →
-//! `ppo_epochs` × mini-batches of the SPEC §3 loss with AdamW → metrics, evaluation,
-//! checkpoints.
+//! `ppo_epochs` × mini-batches of the loss (docs/training.md) with AdamW → metrics,
+//! evaluation, checkpoints.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{backprop::GradStore, DType, Tensor};
 use gigpo_env::levels::HeldOut;
 use gigpo_env::seed::mix_seed;
-use gigpo_model::{
-    AdamW, AdamWConfig, LogitProcessing, Policy, SamplingParams, ScoreMode, TrainMemory,
-};
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
+use gigpo_model::{AdamW, Policy};
 
 use crate::checkpoint::{self, TrainState, RNG_DERIVATION};
-use crate::config::{OldLogprobs, RolloutBackend, TrainConfig};
-use crate::context;
+use crate::config::TrainConfig;
 use crate::error::{Result, TrainError};
 use crate::eval::{EvalResult, Evaluator};
 use crate::fsutil::write_atomic;
-use crate::layout::{assign_advantages, build_samples, Sample};
-use crate::loss::{policy_loss, LossInputs};
 use crate::metrics::{names, MetricsLog, Record};
-use crate::rollout::{collect, RolloutPlan};
+use crate::policy::{check_context, initial_policy, reference_policy};
+use crate::report::{bar_message, progress_bar, IterationReport};
+use crate::rollout::{collect, Rollout, RolloutBackend, RolloutPlan};
 use crate::rundir;
 use crate::sampler::Sampler;
 use crate::sft::{demonstrations, fine_tune, write_curve};
+use crate::update::{score_samples, update};
 use crate::vllm::{VllmSampler, ADAPTER_DIR};
 
-/// Stream constants mixed into the base seed for each kind of randomness.
+/// Stream constant of the rollout sampling seed, mixed into the base seed.
 pub const SAMPLE_STREAM: u64 = 0x7361_6d70_6c65; // "sample"
-/// See [`SAMPLE_STREAM`].
-pub const SHUFFLE_STREAM: u64 = 0x7368_7566_666c; // "shuffl"
-
-/// The policy a configuration describes, freshly initialised: the tiny model from the seed, or
-/// the Hugging Face directory, with a fresh LoRA adapter when configured.
-pub fn initial_policy(cfg: &TrainConfig) -> Result<Policy> {
-    let device = cfg.model.device.open()?;
-    let mut policy = match &cfg.model.path {
-        None => Policy::tiny(&cfg.tiny_config()?, cfg.seed, &device)?,
-        Some(path) => Policy::load(path, &device, None)?,
-    };
-    if let Some(lora) = cfg.lora() {
-        policy.add_lora(lora)?;
-    }
-    Ok(policy)
-}
-
-/// The sampling parameters of training rollouts.
-pub fn train_sampling(cfg: &TrainConfig) -> SamplingParams {
-    let r = &cfg.rollout;
-    SamplingParams {
-        temperature: r.temperature,
-        top_p: r.top_p,
-        top_k: r.top_k,
-        max_new_tokens: cfg.max_new_tokens(),
-        stop_strings: Vec::new(),
-    }
-}
 
 /// The level seeds of training iteration `iteration` (1-based), one per group: the training
 /// levels `k = (iteration − 1) · groups + g` (modulo `rollout.train_levels`), each replaced when
@@ -71,6 +37,29 @@ pub fn train_seeds(cfg: &TrainConfig, held_out: &HeldOut, iteration: usize) -> R
         cfg.rollout.train_levels.map_or(k, |n| k % n as u64)
     });
     Ok(held_out.train_seeds(&cfg.env, ks)?)
+}
+
+/// Collects the training rollout of iteration `iteration` (1-based) with `sampler`: one episode
+/// group per level of [`train_seeds`], `rollout.num_generations` episodes each, sampled with
+/// the rollout's sampling parameters and a seed drawn from the base seed and the iteration.
+pub fn collect_iteration(
+    cfg: &TrainConfig,
+    sampler: &dyn Sampler,
+    held_out: &HeldOut,
+    iteration: usize,
+) -> Result<Rollout> {
+    let seeds = train_seeds(cfg, held_out, iteration)?;
+    let sampling = cfg.sampling();
+    let plan = RolloutPlan {
+        env: &cfg.env,
+        seeds: &seeds,
+        group_size: cfg.rollout.num_generations,
+        max_steps: cfg.rollout.max_steps,
+        prompt: cfg.prompt_style(),
+        sampling: &sampling,
+        sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, iteration as u64),
+    };
+    collect(sampler, &plan)
 }
 
 /// What a finished (or interrupted) run reports.
@@ -87,28 +76,6 @@ pub struct RunSummary {
     pub checkpoint: Option<PathBuf>,
     /// Why `curves.png` could not be drawn, if it could not.
     pub plot_error: Option<String>,
-}
-
-/// Statistics of one update phase.
-#[derive(Debug, Clone, Copy, Default)]
-struct UpdateStats {
-    loss: f64,
-    pg: f64,
-    kl: f64,
-    entropy: f64,
-    clip_fraction: f64,
-    grad_norm: f64,
-    tokens: f64,
-}
-
-/// The log-probabilities of one update phase.
-struct PhaseLogprobs {
-    /// log π_old per sample.
-    old: Vec<Vec<f32>>,
-    /// log π_ref per sample, when β > 0.
-    reference: Option<Vec<Vec<f32>>>,
-    /// Mean |log π at sampling − recomputed log π_old| over trained tokens, when recomputed.
-    mismatch: Option<f64>,
 }
 
 /// A training run in a run directory.
@@ -153,29 +120,12 @@ impl Trainer {
     /// leaves no run directory behind.
     fn fresh(cfg: TrainConfig) -> Result<Self> {
         let run_dir = cfg.run_dir.clone();
-        let policy = initial_policy(&cfg)?;
-        context::check(&cfg, &policy)?;
-        let server = connect_server(&cfg, &policy)?;
-        let reference = reference_policy(&cfg, &policy)?;
-        let opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
-        let evaluator = Evaluator::new(&cfg)?;
+        let model = Model::new(&cfg, None)?;
+        let evaluator = Evaluator::new(cfg.eval_plan())?;
         std::fs::create_dir_all(&run_dir).map_err(|e| TrainError::io(&run_dir, e))?;
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
         let log = MetricsLog::open(&run_dir, None)?;
-        Ok(Self {
-            cfg,
-            policy,
-            server,
-            reference,
-            opt,
-            evaluator,
-            started: false,
-            done: 0,
-            env_steps: 0,
-            run_dir,
-            log,
-            progress: false,
-        })
+        Ok(Self::assemble(cfg, model, evaluator, log, None))
     }
 
     /// Continues the run in `run_dir` from its newest checkpoint, with the configuration saved
@@ -203,12 +153,7 @@ impl Trainer {
                 ),
             });
         }
-        let mut cfg = TrainConfig::from_file(&saved)?;
-        cfg.run_dir = run_dir.to_path_buf();
-        if let Some(n) = iterations {
-            cfg.iterations = n;
-        }
-        cfg.validate()?;
+        let cfg = saved_config(&saved, run_dir, iterations)?;
         rundir::keep_earlier_metrics(run_dir)?;
         Self::fresh(cfg)
     }
@@ -219,39 +164,38 @@ impl Trainer {
         dir: &Path,
         iterations: Option<usize>,
     ) -> Result<Self> {
-        let mut cfg = TrainConfig::from_file(&dir.join("config.toml"))?;
-        cfg.run_dir = run_dir.to_path_buf();
-        if let Some(n) = iterations {
-            cfg.iterations = n;
-        }
-        cfg.validate()?;
+        let cfg = saved_config(&dir.join("config.toml"), run_dir, iterations)?;
         let state = checkpoint::read_state(dir)?;
         checkpoint::check_iteration(dir, n, &state, cfg.iterations)?;
-        let policy = initial_policy(&cfg)?;
-        context::check(&cfg, &policy)?;
-        let server = connect_server(&cfg, &policy)?;
-        // The reference is the initial policy, so take it before loading trained weights.
-        let reference = reference_policy(&cfg, &policy)?;
-        checkpoint::load_trainable(dir, &policy)?;
-        let mut opt = AdamW::new(policy.named_trainable_vars().to_vec(), adamw_config(&cfg))?;
-        opt.load_state(&dir.join("optimizer.safetensors"))?;
+        let model = Model::new(&cfg, Some(dir))?;
         write_atomic(&run_dir.join("config.toml"), cfg.to_toml()?.as_bytes())?;
-        let evaluator = Evaluator::new(&cfg)?;
+        let evaluator = Evaluator::new(cfg.eval_plan())?;
         let log = MetricsLog::open(run_dir, Some(state.iteration))?;
-        Ok(Self {
+        Ok(Self::assemble(cfg, model, evaluator, log, Some(&state)))
+    }
+
+    /// A trainer at the start of a run, or after the checkpoint whose state is `state`.
+    fn assemble(
+        cfg: TrainConfig,
+        model: Model,
+        evaluator: Evaluator,
+        log: MetricsLog,
+        state: Option<&TrainState>,
+    ) -> Self {
+        Self {
+            run_dir: cfg.run_dir.clone(),
             cfg,
-            policy,
-            server,
-            reference,
-            opt,
+            policy: model.policy,
+            server: model.server,
+            reference: model.reference,
+            opt: model.opt,
             evaluator,
-            started: true,
-            done: state.iteration,
-            env_steps: state.env_steps,
-            run_dir: run_dir.to_path_buf(),
+            started: state.is_some(),
+            done: state.map_or(0, |s| s.iteration),
+            env_steps: state.map_or(0, |s| s.env_steps),
             log,
             progress: false,
-        })
+        }
     }
 
     /// Show a progress bar on the terminal.
@@ -333,12 +277,10 @@ impl Trainer {
         rec.insert(names::ITERATION.into(), 0.0);
         rec.insert(names::ENV_STEPS.into(), 0.0);
         if self.cfg.sft_levels() > 0 {
-            let demos = demonstrations(
-                &self.cfg,
-                self.policy.tokenizer(),
-                self.evaluator.held_out(),
-            )?;
-            let s = fine_tune(&self.policy, &self.cfg, &demos, self.progress)?;
+            let plan = self.cfg.sft_plan();
+            let held_out = self.evaluator.held_out();
+            let demos = demonstrations(&plan, self.policy.tokenizer(), held_out)?;
+            let s = fine_tune(&self.policy, &plan, &demos, self.progress)?;
             rec.insert(names::SFT_DEMONSTRATIONS.into(), s.demonstrations as f64);
             rec.insert(names::SFT_FIRST_LOSS.into(), s.first_loss);
             rec.insert(names::SFT_LAST_LOSS.into(), s.last_loss);
@@ -377,7 +319,7 @@ impl Trainer {
     /// the vLLM backend, after making them serve the current adapter).
     pub fn evaluate(&mut self) -> Result<EvalResult> {
         self.serve(self.done)?;
-        self.evaluator.evaluate(self.sampler(), &self.cfg)
+        self.evaluator.evaluate(self.sampler())
     }
 
     /// What samples rollouts and evaluations: the vLLM servers, or the policy itself.
@@ -408,7 +350,7 @@ impl Trainer {
         };
         checkpoint::save(
             &self.run_dir,
-            &self.cfg,
+            &self.cfg.to_toml()?,
             &self.policy,
             &self.opt,
             &state,
@@ -419,351 +361,80 @@ impl Trainer {
     /// One iteration: rollout, advantages, update. Returns its metrics.
     fn iteration(&mut self, it: usize) -> Result<Record> {
         self.serve(it - 1)?;
-        let cfg = &self.cfg;
-        let seeds = train_seeds(cfg, self.evaluator.held_out(), it)?;
-        let sampling = train_sampling(cfg);
-        let plan = RolloutPlan {
-            env: &cfg.env,
-            seeds: &seeds,
-            group_size: cfg.rollout.num_generations,
-            max_steps: cfg.rollout.max_steps,
-            prompt: cfg.prompt_style(),
-            sampling: &sampling,
-            sample_seed: mix_seed(cfg.seed ^ SAMPLE_STREAM, it as u64),
-        };
-        let mut rollout = collect(self.sampler(), &plan)?;
-        let stats = rollout.stats();
-        let steps: usize = rollout.trajectories.iter().map(|t| t.steps.len()).sum();
-        let faulted = rollout
-            .trajectories
-            .iter()
-            .flat_map(|t| &t.steps)
-            .filter(|s| s.fault.is_some())
-            .count();
-        self.env_steps += steps as u64;
+        let held_out = self.evaluator.held_out();
+        let mut rollout = collect_iteration(&self.cfg, self.sampler(), held_out, it)?;
+        self.env_steps += rollout.steps() as u64;
 
         let t_adv = Instant::now();
-        let adv = assign_advantages(&mut rollout, &cfg.algorithm)?;
-        let values: Vec<f64> = adv.steps.iter().map(|s| s.advantage).collect();
-        let samples = build_samples(&rollout, cfg.sample_layout)?;
-        let adv_seconds = t_adv.elapsed().as_secs_f64();
+        let advantages = rollout.assign_advantages(&self.cfg.algorithm)?;
+        let mut samples = rollout.samples(self.cfg.sample_layout)?;
+        let advantage_seconds = t_adv.elapsed().as_secs_f64();
 
         let t_update = Instant::now();
-        let lp = self.phase_logprobs(&samples)?;
-        let up = self.update(&samples, &lp, it)?;
+        let reference = self.reference.as_ref();
+        let plan = self.cfg.update_plan();
+        let mismatch = score_samples(&mut samples, &self.policy, reference, &plan)?;
+        let update_stats = update(&samples, &self.policy, &mut self.opt, &plan, it)?;
         let update_seconds = t_update.elapsed().as_secs_f64();
         let sync_seconds = self.serve(it)?;
 
-        let d = &adv.diagnostics;
-        let tokens = (rollout.generated_tokens + rollout.prompt_tokens) as f64;
-        let mut rec = Record::new();
-        let mut put = |k: &str, v: f64| {
-            rec.insert(k.to_string(), v);
-        };
-        put(names::ITERATION, it as f64);
-        put(names::ENV_STEPS, self.env_steps as f64);
-        put(names::TRAIN_SUCCESS, stats.success_rate);
-        put(names::TRAIN_RETURN, stats.mean_return);
-        put(names::TRAIN_LENGTH, stats.episode_length);
-        put(names::TRAIN_INVALID, stats.invalid_action_rate);
-        put(names::ADV_STEP_GROUPS, d.step_groups as f64);
-        put(names::ADV_STEP_GROUP_SHARE, d.step_group_share);
-        put(names::ADV_ZERO_VAR_SHARE, d.zero_variance_step_group_share);
-        put(
-            names::ADV_ZERO_VAR_EPISODE_SHARE,
-            d.zero_variance_episode_group_share,
-        );
-        put(
-            names::ADV_MEAN_ABS,
-            values.iter().map(|v| v.abs()).sum::<f64>() / values.len().max(1) as f64,
-        );
-        put(names::LOSS_TOTAL, up.loss);
-        put(names::LOSS_PG, up.pg);
-        put(names::LOSS_KL, up.kl);
-        put(names::LOSS_ENTROPY, up.entropy);
-        put(names::LOSS_CLIP_FRACTION, up.clip_fraction);
-        put(names::GRAD_NORM, up.grad_norm);
-        put(names::TIME_ROLLOUT, rollout.seconds);
-        put(names::TIME_ADVANTAGE, adv_seconds);
-        put(names::TIME_UPDATE, update_seconds);
-        put(
-            names::TOKENS_PER_S,
-            (tokens + up.tokens) / (rollout.seconds + update_seconds).max(1e-9),
-        );
-        put(
-            names::ROLLOUT_TOKENS_PER_S,
-            rollout.generated_tokens as f64 / rollout.seconds.max(1e-9),
-        );
-        put(names::ENV_FAULTS, rollout.faults as f64);
-        put(names::SAMPLER_FAULTS, rollout.sampler_faults as f64);
-        if self.server.is_some() {
-            put(names::TIME_WEIGHT_SYNC, sync_seconds);
-        }
-        put(names::TRAIN_FAULTED_STEPS, faulted as f64);
-        if let Some(m) = lp.mismatch {
-            put(names::LOGPROB_MISMATCH, m);
-        }
-        Ok(rec)
-    }
-
-    /// log π_old (recomputed by scoring without gradient, or the behaviour log-probabilities
-    /// recorded while sampling), log π_ref when β > 0, and the sampler mismatch.
-    fn phase_logprobs(&self, samples: &[Sample]) -> Result<PhaseLogprobs> {
-        let mb = self.cfg.micro_batch_size();
-        let behaviour = || samples.iter().map(|s| s.behaviour.clone()).collect();
-        let (old, mismatch) = match self.cfg.old_logprobs() {
-            OldLogprobs::Sampling => (behaviour(), None),
-            OldLogprobs::Recompute => {
-                let old = score_rows(
-                    &self.policy,
-                    samples,
-                    (ScoreMode::OLD, &self.behaviour()),
-                    mb,
-                )?;
-                let m = mismatch(samples, &old);
-                (old, Some(m))
-            }
-        };
-        let reference = if self.cfg.beta() == 0.0 {
-            None
-        } else {
-            let behaviour = self.behaviour();
-            Some(match &self.reference {
-                Some(r) => score_rows(r, samples, (ScoreMode::OLD, &behaviour), mb)?,
-                None => score_rows(
-                    &self.policy,
-                    samples,
-                    (ScoreMode::REFERENCE, &behaviour),
-                    mb,
-                )?,
-            })
-        };
-        Ok(PhaseLogprobs {
-            old,
-            reference,
+        let report = IterationReport {
+            iteration: it,
+            env_steps: self.env_steps,
+            rollout: &rollout,
+            advantages: &advantages,
+            update: update_stats,
             mismatch,
-        })
-    }
-
-    /// The behaviour policy's processing of the logits (SPEC §3): temperature, top-k and top-p
-    /// of the training rollouts, used in every scoring pass.
-    fn behaviour(&self) -> LogitProcessing {
-        LogitProcessing::from_sampling(&train_sampling(&self.cfg))
-    }
-
-    fn update(&mut self, samples: &[Sample], lp: &PhaseLogprobs, it: usize) -> Result<UpdateStats> {
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(mix_seed(self.cfg.seed ^ SHUFFLE_STREAM, it as u64));
-        let mut order: Vec<usize> = (0..samples.len()).collect();
-        let mb = match self.cfg.update.mini_batch_size {
-            0 => samples.len().max(1),
-            n => n,
+            advantage_seconds,
+            update_seconds,
+            sync_seconds: self.server.is_some().then_some(sync_seconds),
         };
-        let mut total = UpdateStats::default();
-        let mut steps = 0usize;
-        for _ in 0..self.cfg.update.ppo_epochs {
-            order.shuffle(&mut rng);
-            for chunk in order.chunks(mb) {
-                let s = self.mini_batch(samples, lp, chunk)?;
-                total.loss += s.loss;
-                total.pg += s.pg;
-                total.kl += s.kl;
-                total.entropy += s.entropy;
-                total.clip_fraction += s.clip_fraction;
-                total.grad_norm += s.grad_norm;
-                total.tokens += s.tokens;
-                steps += 1;
-            }
-        }
-        let n = steps.max(1) as f64;
-        Ok(UpdateStats {
-            loss: total.loss / n,
-            pg: total.pg / n,
-            kl: total.kl / n,
-            entropy: total.entropy / n,
-            clip_fraction: total.clip_fraction / n,
-            grad_norm: total.grad_norm / n,
-            tokens: total.tokens,
-        })
-    }
-
-    /// One optimizer step over the samples `idx`, in micro-batches whose gradients are summed.
-    fn mini_batch(
-        &mut self,
-        samples: &[Sample],
-        lp: &PhaseLogprobs,
-        idx: &[usize],
-    ) -> Result<UpdateStats> {
-        let how = self.cfg.loss.aggregation;
-        let denominator = match how {
-            crate::config::Aggregation::TokenMean => idx
-                .iter()
-                .map(|&i| samples[i].mask.iter().sum::<f32>() as f64)
-                .sum(),
-            _ => idx
-                .iter()
-                .filter(|&&i| samples[i].mask.iter().any(|&m| m > 0.0))
-                .count() as f64,
-        };
-        let vars = self.policy.trainable_vars();
-        let mut grads: Option<GradStore> = None;
-        let mut out = UpdateStats::default();
-        let mut clipped = 0.0;
-        let loss_cfg = self.cfg.loss_config();
-        for micro in idx.chunks(self.cfg.micro_batch_size()) {
-            let reference = lp.reference.as_deref();
-            let batch = Padded::new(samples, &lp.old, reference, micro, self.policy.device())?;
-            let seqs: Vec<Vec<u32>> = micro.iter().map(|&i| samples[i].tokens.clone()).collect();
-            let starts: Vec<usize> = micro.iter().map(|&i| samples[i].start).collect();
-            // Layer activations are recomputed in the backward step and the graph is dropped
-            // after it, so a micro-batch holds one layer's activations at a time.
-            let memory = TrainMemory {
-                recompute: self.cfg.recompute_activations(),
-            };
-            let pass = self
-                .policy
-                .train_pass(&seqs, &starts, &self.behaviour(), memory)?;
-            let scores = pass.scores();
-            let inputs = LossInputs {
-                logprobs: &scores.logprobs,
-                old_logprobs: &batch.old,
-                ref_logprobs: batch.reference.as_ref(),
-                entropies: &scores.entropies,
-                advantages: &batch.advantages,
-                mask: &batch.mask,
-                denominator: Some(denominator),
-            };
-            let l = policy_loss(&inputs, &loss_cfg)?;
-            let g = pass.backward(&l.loss)?;
-            out.loss += l.loss.to_dtype(DType::F32)?.to_scalar::<f32>()? as f64;
-            out.pg += l.pg;
-            out.kl += l.kl;
-            out.entropy += l.entropy;
-            out.tokens += l.tokens;
-            clipped += l.clip_fraction * l.tokens;
-            grads = Some(match grads {
-                None => g,
-                Some(acc) => add_grads(acc, g, &vars)?,
-            });
-        }
-        if let Some(g) = grads {
-            out.grad_norm = self.opt.step(&g)?.grad_norm;
-        }
-        out.clip_fraction = if out.tokens > 0.0 {
-            clipped / out.tokens
-        } else {
-            0.0
-        };
-        Ok(out)
+        Ok(report.record())
     }
 }
 
-/// Old/ref log-probabilities, advantages and mask of some samples, right-padded to
-/// `[batch, longest scored length]` as [`Policy::score`] pads.
-struct Padded {
-    old: Tensor,
-    reference: Option<Tensor>,
-    advantages: Tensor,
-    mask: Tensor,
+/// A run's configuration as saved at `path`, moved to `run_dir`, with `iterations` when given.
+fn saved_config(path: &Path, run_dir: &Path, iterations: Option<usize>) -> Result<TrainConfig> {
+    let mut cfg = TrainConfig::from_file(path)?;
+    cfg.run_dir = run_dir.to_path_buf();
+    if let Some(n) = iterations {
+        cfg.iterations = n;
+    }
+    cfg.validate()?;
+    Ok(cfg)
 }
 
-impl Padded {
-    fn new(
-        samples: &[Sample],
-        old: &[Vec<f32>],
-        reference: Option<&[Vec<f32>]>,
-        idx: &[usize],
-        device: &candle_core::Device,
-    ) -> Result<Self> {
-        let width = idx
-            .iter()
-            .map(|&i| samples[i].scored_len())
-            .max()
-            .unwrap_or(0);
-        let pad = |rows: &mut dyn Iterator<Item = &[f32]>| -> Result<Tensor> {
-            let mut flat = Vec::with_capacity(idx.len() * width);
-            for r in rows {
-                flat.extend_from_slice(&r[..r.len().min(width)]);
-                flat.extend(std::iter::repeat_n(0.0, width - r.len().min(width)));
-            }
-            Ok(Tensor::from_vec(flat, (idx.len(), width), device)?)
-        };
-        for &i in idx {
-            if old[i].len() != samples[i].scored_len() {
-                return Err(TrainError::config(
-                    "update.old_logprobs",
-                    format!(
-                        "sample {i}: {} old log-probabilities for {} tokens",
-                        old[i].len(),
-                        samples[i].scored_len()
-                    ),
-                ));
-            }
+/// The model side of a run: the policy, the servers that sample for it, its reference and its
+/// optimizer.
+struct Model {
+    policy: Policy,
+    server: Option<VllmSampler>,
+    reference: Option<Policy>,
+    opt: AdamW,
+}
+
+impl Model {
+    /// The model of `cfg`, with the trained weights and optimizer state of the checkpoint
+    /// directory `checkpoint` when given.
+    fn new(cfg: &TrainConfig, checkpoint: Option<&Path>) -> Result<Self> {
+        let policy = initial_policy(cfg)?;
+        check_context(cfg, &policy)?;
+        let server = connect_server(cfg, &policy)?;
+        // The reference is the initial policy, so take it before loading trained weights.
+        let reference = reference_policy(cfg, &policy)?;
+        if let Some(dir) = checkpoint {
+            checkpoint::load_trainable(dir, &policy)?;
+        }
+        let mut opt = AdamW::new(policy.named_trainable_vars().to_vec(), cfg.adamw())?;
+        if let Some(dir) = checkpoint {
+            opt.load_state(&dir.join("optimizer.safetensors"))?;
         }
         Ok(Self {
-            old: pad(&mut idx.iter().map(|&i| old[i].as_slice()))?,
-            reference: reference
-                .map(|r| pad(&mut idx.iter().map(|&i| r[i].as_slice())))
-                .transpose()?,
-            advantages: pad(&mut idx.iter().map(|&i| samples[i].advantages.as_slice()))?,
-            mask: pad(&mut idx.iter().map(|&i| samples[i].mask.as_slice()))?,
+            policy,
+            server,
+            reference,
+            opt,
         })
-    }
-}
-
-/// Per-sample log-probabilities of the scored tokens, in micro-batches, without gradient.
-fn score_rows(
-    policy: &Policy,
-    samples: &[Sample],
-    (mode, processing): (ScoreMode, &LogitProcessing),
-    micro: usize,
-) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(samples.len());
-    for chunk in samples.chunks(micro.max(1)) {
-        let seqs: Vec<Vec<u32>> = chunk.iter().map(|s| s.tokens.clone()).collect();
-        let starts: Vec<usize> = chunk.iter().map(|s| s.start).collect();
-        out.extend(
-            policy
-                .score_with(&seqs, &starts, mode, processing)?
-                .logprob_rows()?,
-        );
-    }
-    Ok(out)
-}
-
-/// Adds the gradients of `g` for `vars` into `acc` (gradients of micro-batches).
-pub(crate) fn add_grads(
-    mut acc: GradStore,
-    g: GradStore,
-    vars: &[candle_core::Var],
-) -> Result<GradStore> {
-    for v in vars {
-        if let Some(new) = g.get(v.as_tensor()) {
-            let sum = match acc.get(v.as_tensor()) {
-                Some(old) => (old + new)?,
-                None => new.clone(),
-            };
-            acc.insert(v.as_tensor(), sum);
-        }
-    }
-    Ok(acc)
-}
-
-/// Mean |behaviour − recomputed| log-probability over the trained tokens of `samples`.
-fn mismatch(samples: &[Sample], recomputed: &[Vec<f32>]) -> f64 {
-    let (mut sum, mut n) = (0.0f64, 0usize);
-    for (s, r) in samples.iter().zip(recomputed) {
-        for ((&m, &b), &o) in s.mask.iter().zip(&s.behaviour).zip(r) {
-            if m > 0.0 {
-                sum += (b as f64 - o as f64).abs();
-                n += 1;
-            }
-        }
-    }
-    if n == 0 {
-        0.0
-    } else {
-        sum / n as f64
     }
 }
 
@@ -780,53 +451,6 @@ fn connect_server(cfg: &TrainConfig, policy: &Policy) -> Result<Option<VllmSampl
         .unwrap_or_else(|| cfg.run_dir.join(ADAPTER_DIR));
     let server =
         VllmSampler::connect(&cfg.rollout.endpoints, v, &root, policy.tokenizer().clone())?;
-    context::check(cfg, &server)?;
+    check_context(cfg, &server)?;
     Ok(Some(server))
-}
-
-fn reference_policy(cfg: &TrainConfig, policy: &Policy) -> Result<Option<Policy>> {
-    if cfg.beta() == 0.0 || policy.lora_config().is_some() {
-        return Ok(None);
-    }
-    Ok(Some(policy.frozen_copy()?))
-}
-
-pub(crate) fn adamw_config(cfg: &TrainConfig) -> AdamWConfig {
-    let o = &cfg.optim;
-    AdamWConfig {
-        lr: cfg.lr(),
-        beta1: o.beta1,
-        beta2: o.beta2,
-        eps: o.eps,
-        weight_decay: o.weight_decay,
-        max_grad_norm: o.max_grad_norm,
-    }
-}
-
-fn progress_bar(on: bool, total: u64, done: u64) -> Option<indicatif::ProgressBar> {
-    if !on {
-        return None;
-    }
-    let bar = indicatif::ProgressBar::new(total);
-    let style = indicatif::ProgressStyle::with_template(
-        "{bar:30} {pos}/{len} iters  {per_sec}  ETA {eta}  {msg}",
-    )
-    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar());
-    bar.set_style(style);
-    bar.set_position(done);
-    Some(bar)
-}
-
-fn bar_message(rec: &Record) -> String {
-    let g = |k: &str| rec.get(k).copied().unwrap_or(f64::NAN);
-    let mut s = format!(
-        "success {:.2}  return {:.2}  invalid {:.2}",
-        g(names::TRAIN_SUCCESS),
-        g(names::TRAIN_RETURN),
-        g(names::TRAIN_INVALID)
-    );
-    if let Some(e) = rec.get(names::EVAL_SUCCESS) {
-        s.push_str(&format!("  eval {e:.2}"));
-    }
-    s
 }

@@ -8,10 +8,11 @@
 use std::path::{Path, PathBuf};
 
 use gigpo_model::{Device, Policy, SaveMode, TinyConfig};
-use gigpo_train::config::{Profile, TrainConfig};
+use gigpo_train::config::TrainConfig;
 use gigpo_train::metrics::{names, read_jsonl};
-use gigpo_train::trainer::initial_policy;
-use gigpo_train::{context, Trainer};
+use gigpo_train::policy::{check_context, initial_policy};
+use gigpo_train::profile::Profile;
+use gigpo_train::Trainer;
 
 /// The context of the small pretrained model: that of SmolLM2-135M, a small instruct model.
 const PRETRAINED_CONTEXT: usize = 8192;
@@ -101,7 +102,7 @@ fn every_shipped_config_runs() {
         // The episodes of the configuration as shipped fit its model's context.
         let resolved = cfg.resolved().unwrap();
         let policy = initial_policy(&resolved).unwrap();
-        context::check(&resolved, &policy).unwrap_or_else(|e| panic!("{name}: {e}"));
+        check_context(&resolved, &policy).unwrap_or_else(|e| panic!("{name}: {e}"));
         drop(policy);
 
         let run_dir = tmp.path().join(&name);

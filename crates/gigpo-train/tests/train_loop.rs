@@ -3,8 +3,9 @@
 use std::path::Path;
 
 use gigpo_train::checkpoint;
-use gigpo_train::config::{SampleLayout, TrainConfig};
+use gigpo_train::config::TrainConfig;
 use gigpo_train::metrics::{names, read_jsonl};
+use gigpo_train::samples::SampleLayout;
 use gigpo_train::tensorboard::read_events;
 use gigpo_train::Trainer;
 

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 
-use gigpo_model::{Device, LoraConfig, TinyConfig};
+use gigpo_model::{Device, LoraConfig};
 use serde_json::{json, Value};
 
 use super::*;
@@ -262,15 +262,7 @@ fn a_dead_server_faults_the_rows_and_then_stops_the_run() {
 }
 
 fn lora_policy() -> Policy {
-    let cfg = TinyConfig {
-        hidden_size: 64,
-        num_layers: 1,
-        num_heads: 2,
-        num_kv_heads: 2,
-        intermediate_size: 32,
-        ..TinyConfig::default()
-    };
-    let mut p = Policy::tiny(&cfg, 1, &Device::Cpu).unwrap();
+    let mut p = Policy::tiny(&crate::small_tiny(64), 1, &Device::Cpu).unwrap();
     p.add_lora(LoraConfig::default()).unwrap();
     p
 }

@@ -1,5 +1,6 @@
 //! Collecting episodes: `groups × group_size` environments, each group reset with one seed, all
-//! running environments sampled in one `generate` batch per step (SPEC §2, §4).
+//! running environments sampled in one `generate` batch per step (docs/training.md,
+//! docs/environments.md).
 //!
 //! Deterministic: the same policy weights, seeds and `sample_seed` give the same episodes (the
 //! sampling seed of step t is derived from `sample_seed` and t; row i of the batch from that and
@@ -12,138 +13,17 @@ use gigpo_env::pool::{EnvIndex, EnvPool, PoolConfig};
 use gigpo_env::seed::mix_seed;
 use gigpo_env::spec::EnvSpec;
 use gigpo_model::SamplingParams;
-use serde::Serialize;
 
 use crate::context::{longest_sequence, EpisodeShape};
 use crate::error::Result;
-use crate::prompt::{
-    chat_tokens, history_action, step_prompt_text, user_message, ChatTurn, PastStep, PromptStyle,
-};
+use crate::prompt::{next_prompt, PastTurn, PromptStyle};
 use crate::sampler::{RowFault, Sampler};
 
-/// One environment step as the trainer records it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct StepRecord {
-    /// The prompt token ids the action was sampled from (with the chat style: the running
-    /// chat so far, so each step's prompt is a prefix of the next one's).
-    pub prompt: Vec<u32>,
-    /// The user message of this turn (the observation, admissible actions and history).
-    pub user: String,
-    /// The generated token ids (EOS included when drawn).
-    pub response: Vec<u32>,
-    /// log π_old of each response token at sampling time.
-    pub logprobs: Vec<f32>,
-    /// The observation text the action was taken from.
-    pub observation: String,
-    /// The admissible actions listed in the prompt.
-    pub admissible: Option<Vec<String>>,
-    /// The generated text (special tokens left out), as given to the environment.
-    pub action_text: String,
-    /// The anchor key of the state the action was taken from (SPEC §1.5).
-    pub anchor: String,
-    /// The environment's reward.
-    pub reward: f64,
-    /// Whether the environment could parse the action.
-    pub action_valid: bool,
-    /// The episode was won with this step.
-    pub won: bool,
-    /// The episode reached a terminal state with this step.
-    pub terminated: bool,
-    /// The episode was cut off after this step (environment limit, trainer limit or a fault of
-    /// the environment or the sampler).
-    pub truncated: bool,
-    /// An environment fault during this step, or a sampler fault (`sampler: …`, then the step
-    /// has no response); the step is left out of advantages and loss.
-    pub fault: Option<String>,
-    /// The step's advantage, once computed ([`crate::layout::assign_advantages`]); `None` for
-    /// a faulted step.
-    pub advantage: Option<f64>,
-}
+mod config;
+mod record;
 
-/// One episode.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct TrajectoryRecord {
-    /// The episode group (all members started from `seed`).
-    pub group: usize,
-    /// The member within the group.
-    pub member: usize,
-    /// The level seed.
-    pub seed: u64,
-    /// The steps, in order.
-    pub steps: Vec<StepRecord>,
-}
-
-impl TrajectoryRecord {
-    /// Whether a step won the episode.
-    pub fn won(&self) -> bool {
-        self.steps.iter().any(|s| s.won)
-    }
-
-    /// Undiscounted sum of the environment's rewards.
-    pub fn total_reward(&self) -> f64 {
-        self.steps.iter().map(|s| s.reward).sum()
-    }
-}
-
-/// The episodes of one collection and what it cost.
-#[derive(Debug, Clone)]
-pub struct Rollout {
-    /// Trajectories in group-then-member order (a trajectory whose reset faulted has no steps).
-    pub trajectories: Vec<TrajectoryRecord>,
-    /// The instructions at the top of every prompt, if any.
-    pub instructions: Option<String>,
-    /// Environment faults during the collection.
-    pub faults: u64,
-    /// Episodes ended because the sampler could not answer their prompt (an inference server
-    /// that failed).
-    pub sampler_faults: u64,
-    /// Tokens generated.
-    pub generated_tokens: usize,
-    /// Prompt tokens processed.
-    pub prompt_tokens: usize,
-    /// Wall-clock seconds.
-    pub seconds: f64,
-}
-
-/// Summary statistics of a set of episodes.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
-pub struct EpisodeStats {
-    pub episodes: usize,
-    pub success_rate: f64,
-    pub mean_return: f64,
-    pub episode_length: f64,
-    pub invalid_action_rate: f64,
-}
-
-impl Rollout {
-    /// Success rate, mean return, mean length and invalid-action rate over trajectories with at
-    /// least one step.
-    pub fn stats(&self) -> EpisodeStats {
-        let eps: Vec<&TrajectoryRecord> = self
-            .trajectories
-            .iter()
-            .filter(|t| !t.steps.is_empty())
-            .collect();
-        let n = eps.len().max(1) as f64;
-        let steps: usize = eps.iter().map(|t| t.steps.len()).sum();
-        let invalid = eps
-            .iter()
-            .flat_map(|t| &t.steps)
-            .filter(|s| !s.action_valid)
-            .count();
-        EpisodeStats {
-            episodes: eps.len(),
-            success_rate: eps.iter().filter(|t| t.won()).count() as f64 / n,
-            mean_return: eps.iter().map(|t| t.total_reward()).sum::<f64>() / n,
-            episode_length: steps as f64 / n,
-            invalid_action_rate: if steps == 0 {
-                0.0
-            } else {
-                invalid as f64 / steps as f64
-            },
-        }
-    }
-}
+pub use config::{RolloutBackend, RolloutConfig, MAX_EPISODES, MAX_REPLY_TOKENS};
+pub use record::{EpisodeStats, Rollout, StepRecord, TrajectoryRecord};
 
 /// What to collect.
 #[derive(Debug, Clone)]
@@ -321,81 +201,16 @@ impl Turn {
     }
 }
 
-/// A finished turn as the next prompt needs it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct PastTurn<'a> {
-    pub user: &'a str,
-    pub response: &'a [u32],
-    pub observation: &'a str,
-    pub action_text: &'a str,
-}
-
-impl<'a> From<&'a StepRecord> for PastTurn<'a> {
-    fn from(s: &'a StepRecord) -> Self {
-        Self {
-            user: &s.user,
-            response: &s.response,
-            observation: &s.observation,
-            action_text: &s.action_text,
-        }
-    }
-}
-
-/// The user message and prompt ids of the next turn after `past` from `obs`.
-pub(crate) fn next_prompt(
-    tok: &gigpo_model::Tokenizer,
-    style: &PromptStyle,
-    instructions: Option<&str>,
-    past: &[PastTurn<'_>],
-    obs: &gigpo_env::Observation,
-) -> Result<(String, Vec<u32>)> {
-    let admissible = obs.admissible_actions.as_deref();
-    if style.chat {
-        let user = user_message(&[], &obs.text, admissible);
-        let turns: Vec<ChatTurn<'_>> = past
-            .iter()
-            .map(|s| ChatTurn {
-                user: s.user,
-                response: s.response,
-            })
-            .collect();
-        let (ids, _) = chat_tokens(tok, instructions, &turns, Some(&user))?;
-        return Ok((user, ids));
-    }
-    let window = &past[past.len().saturating_sub(style.history_length)..];
-    let shown: Vec<String> = window
-        .iter()
-        .map(|s| history_action(s.action_text, style.history_action))
-        .collect();
-    let history: Vec<PastStep<'_>> = window
-        .iter()
-        .zip(&shown)
-        .map(|(s, a)| PastStep {
-            observation: s.observation,
-            action: a,
-        })
-        .collect();
-    let user = user_message(&history, &obs.text, admissible);
-    let ids = tok.encode(&step_prompt_text(tok, instructions, &user)?)?;
-    Ok((user, ids))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::HistoryAction;
+    use gigpo_core::AdvantageConfig;
     use gigpo_env::sokoban::SokobanConfig;
-    use gigpo_model::{Device, Generation, Policy, TinyConfig, Tokenizer};
+    use gigpo_model::{Device, Generation, Policy, Tokenizer};
 
     fn tiny() -> Policy {
-        let cfg = TinyConfig {
-            hidden_size: 16,
-            num_layers: 1,
-            num_heads: 2,
-            num_kv_heads: 2,
-            intermediate_size: 32,
-            ..TinyConfig::default()
-        };
-        Policy::tiny(&cfg, 3, &Device::Cpu).unwrap()
+        Policy::tiny(&crate::small_tiny(16), 3, &Device::Cpu).unwrap()
     }
 
     fn plan<'a>(
@@ -411,7 +226,7 @@ mod tests {
             prompt: PromptStyle {
                 chat: false,
                 history_length: 2,
-                history_action: crate::prompt::HistoryAction::Parsed,
+                history_action: HistoryAction::Parsed,
                 instructions: false,
             },
             sampling,
@@ -542,8 +357,8 @@ mod tests {
         }
         // Faulted steps get no advantage and no training sample.
         let mut r = r;
-        crate::layout::assign_advantages(&mut r, &gigpo_core::AdvantageConfig::default()).unwrap();
-        let samples = crate::layout::build_samples(&r, crate::config::SampleLayout::Step).unwrap();
+        r.assign_advantages(&AdvantageConfig::default()).unwrap();
+        let samples = r.samples(crate::samples::SampleLayout::Step).unwrap();
         assert_eq!(samples.len(), 3 + 3 * 4);
     }
 }

@@ -1,4 +1,4 @@
-//! From step advantages to training sequences: the two sample layouts of SPEC §2.
+//! From step advantages to training sequences: the two sample layouts (docs/training.md).
 //!
 //! - [`SampleLayout::Step`]: one sample per environment step; tokens = the step's prompt followed
 //!   by its response; every response token gets A_t.
@@ -10,102 +10,131 @@
 //! In both layouts the trained tokens are exactly the generated ids, so every action token
 //! appears once with its step's advantage, in the same order. Steps whose environment faulted
 //! have no advantage and are not trained on.
+//!
+//! A [`Sample`] carries everything the loss reads of it: its advantages, the log-probabilities
+//! it was sampled with, and, once scored, log π_old and log π_ref.
 
-use gigpo_core::{compute, AdvantageConfig, Advantages, BatchBuilder, StepInput};
+use serde::{Deserialize, Serialize};
 
-use crate::config::SampleLayout;
 use crate::error::{Result, TrainError};
-use crate::rollout::{Rollout, StepRecord, TrajectoryRecord};
+use crate::rollout::{Rollout, TrajectoryRecord};
 
-/// One training sequence with everything the loss needs of it.
+/// How steps become training sequences (`sample_layout`, docs/training.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleLayout {
+    /// One sample per environment step: its prompt and its response; every response token
+    /// gets A_t.
+    #[default]
+    Step,
+    /// One sequence per trajectory; assistant tokens of turn t get A_t, the rest is masked.
+    Trajectory,
+}
+
+/// One training sequence with everything the loss needs of it. Every per-token vector has one
+/// entry per scored position (`tokens.len() − start`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
     /// The whole token sequence.
     pub tokens: Vec<u32>,
     /// Index of the first scored token (≥ 1); tokens before it are context only.
     pub start: usize,
-    /// 1 for trained tokens, per scored position (`tokens.len() − start` entries).
+    /// 1 for trained tokens, 0 for context.
     pub mask: Vec<f32>,
     /// The advantage of each scored position.
     pub advantages: Vec<f32>,
     /// log π of each scored position under the behaviour policy at sampling time (0 where
     /// `mask` is 0).
     pub behaviour: Vec<f32>,
+    /// log π_old of each scored position, the denominator of the ratio: the behaviour
+    /// log-probabilities until [`crate::update::score_samples`] recomputes them.
+    pub old: Vec<f32>,
+    /// log π_ref of each scored position, when the loss has a KL term (set by
+    /// [`crate::update::score_samples`]).
+    pub reference: Option<Vec<f32>>,
     /// The trajectory (index into `Rollout::trajectories`) it came from.
     pub trajectory: usize,
 }
 
 impl Sample {
+    /// A sample whose π_old is the behaviour policy; the reference is not scored yet.
+    fn new(tokens: Vec<u32>, start: usize, trained: Trained, trajectory: usize) -> Self {
+        Self {
+            tokens,
+            start,
+            mask: trained.mask,
+            advantages: trained.advantages,
+            old: trained.behaviour.clone(),
+            behaviour: trained.behaviour,
+            reference: None,
+            trajectory,
+        }
+    }
+
     /// Number of scored positions.
     pub fn scored_len(&self) -> usize {
         self.tokens.len() - self.start
     }
-}
 
-/// Whether a step takes part in advantages and loss: its environment did not fault.
-fn counted(s: &StepRecord) -> bool {
-    s.fault.is_none()
-}
-
-/// Computes the advantages of every step of `rollout` whose environment did not fault (group =
-/// episode group, trajectory = member) and stores each in its step's `advantage`.
-pub fn assign_advantages(rollout: &mut Rollout, cfg: &AdvantageConfig) -> Result<Advantages> {
-    let mut b = BatchBuilder::new();
-    let kept = |t: &TrajectoryRecord| t.steps.iter().any(counted);
-    for t in rollout.trajectories.iter().filter(|t| kept(t)) {
-        let steps = t.steps.iter().filter(|s| counted(s)).map(|s| StepInput {
-            anchor: &s.anchor,
-            reward: s.reward,
-            action_valid: s.action_valid,
-        });
-        b.push_trajectory(&format!("g{}", t.group), &format!("t{}", t.member), steps)?;
+    /// Number of trained tokens.
+    pub fn trained_tokens(&self) -> f32 {
+        self.mask.iter().sum()
     }
-    let adv = compute(&b.build(), cfg)?;
-    let mut values = adv.steps.iter().map(|s| s.advantage);
-    for t in rollout.trajectories.iter_mut().filter(|t| kept(t)) {
-        for s in t.steps.iter_mut().filter(|s| counted(s)) {
-            s.advantage =
-                Some(values.next().ok_or_else(|| {
-                    TrainError::config("advantages", "fewer advantages than steps")
-                })?);
+
+    /// Whether any token is trained.
+    pub fn is_trained(&self) -> bool {
+        self.mask.iter().any(|&m| m > 0.0)
+    }
+}
+
+/// The per-position mask, advantages and behaviour log-probabilities of a sample.
+struct Trained {
+    mask: Vec<f32>,
+    advantages: Vec<f32>,
+    behaviour: Vec<f32>,
+}
+
+impl Trained {
+    fn zeros(n: usize) -> Self {
+        Self {
+            mask: vec![0.0; n],
+            advantages: vec![0.0; n],
+            behaviour: vec![0.0; n],
         }
     }
-    Ok(adv)
 }
 
-/// The samples of `rollout` under `layout` (advantages assigned by [`assign_advantages`]).
-/// Steps with an empty response or no advantage give no trained token.
-pub fn build_samples(rollout: &Rollout, layout: SampleLayout) -> Result<Vec<Sample>> {
-    let mut out = Vec::new();
-    for (ti, t) in rollout.trajectories.iter().enumerate() {
-        match layout {
-            SampleLayout::Step => step_samples(t, ti, &mut out),
-            SampleLayout::Trajectory => {
-                if let Some(s) = trajectory_sample(t, ti)? {
-                    out.push(s);
-                }
+impl Rollout {
+    /// The samples of this rollout under `layout` (advantages assigned by
+    /// [`Rollout::assign_advantages`]). Steps with an empty response or no advantage give no
+    /// trained token.
+    pub fn samples(&self, layout: SampleLayout) -> Result<Vec<Sample>> {
+        let mut out = Vec::new();
+        for (ti, t) in self.trajectories.iter().enumerate() {
+            match layout {
+                SampleLayout::Step => out.extend(step_samples(t, ti)),
+                SampleLayout::Trajectory => out.extend(trajectory_sample(t, ti)?),
             }
         }
+        Ok(out)
     }
-    Ok(out)
 }
 
-fn step_samples(t: &TrajectoryRecord, ti: usize, out: &mut Vec<Sample>) {
-    for s in &t.steps {
-        let Some(a) = s.advantage else { continue };
+fn step_samples(t: &TrajectoryRecord, ti: usize) -> impl Iterator<Item = Sample> + '_ {
+    t.steps.iter().filter_map(move |s| {
+        let a = s.advantage?;
         if s.response.is_empty() || s.prompt.is_empty() {
-            continue;
+            return None;
         }
         let n = s.response.len();
-        out.push(Sample {
-            tokens: [s.prompt.as_slice(), &s.response].concat(),
-            start: s.prompt.len(),
+        let trained = Trained {
             mask: vec![1.0; n],
             advantages: vec![a as f32; n],
             behaviour: s.logprobs.clone(),
-            trajectory: ti,
-        });
-    }
+        };
+        let tokens = [s.prompt.as_slice(), &s.response].concat();
+        Some(Sample::new(tokens, s.prompt.len(), trained, ti))
+    })
 }
 
 /// One sequence for the whole trajectory: the last turn's prompt (the running chat) and
@@ -120,8 +149,7 @@ fn trajectory_sample(t: &TrajectoryRecord, ti: usize) -> Result<Option<Sample>> 
         return Ok(None);
     };
     let start = first.prompt.len().max(1);
-    let n = tokens.len() - start;
-    let (mut mask, mut advantages, mut behaviour) = (vec![0.0; n], vec![0.0; n], vec![0.0; n]);
+    let mut trained = Trained::zeros(tokens.len() - start);
     for (k, s) in t.steps.iter().enumerate() {
         let end = s.prompt.len() + s.response.len();
         if end > tokens.len() || tokens[..end] != [s.prompt.as_slice(), &s.response].concat() {
@@ -135,29 +163,22 @@ fn trajectory_sample(t: &TrajectoryRecord, ti: usize) -> Result<Option<Sample>> 
         let Some(a) = s.advantage else { continue };
         for (j, &lp) in s.logprobs.iter().enumerate() {
             let at = s.prompt.len() + j - start;
-            mask[at] = 1.0;
-            advantages[at] = a as f32;
-            behaviour[at] = lp;
+            trained.mask[at] = 1.0;
+            trained.advantages[at] = a as f32;
+            trained.behaviour[at] = lp;
         }
     }
-    if !mask.iter().any(|&m| m > 0.0) {
-        return Ok(None);
-    }
-    Ok(Some(Sample {
-        tokens,
-        start,
-        mask,
-        advantages,
-        behaviour,
-        trajectory: ti,
-    }))
+    let sample = Sample::new(tokens, start, trained, ti);
+    Ok(sample.is_trained().then_some(sample))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::prompt::{next_prompt, PastTurn};
     use crate::prompt::{HistoryAction, PromptStyle};
-    use crate::rollout::{next_prompt, PastTurn};
+    use crate::rollout::StepRecord;
+    use gigpo_core::AdvantageConfig;
     use gigpo_env::Observation;
     use gigpo_model::Tokenizer;
 
@@ -255,12 +276,12 @@ mod tests {
         let mut step_rollout = rollout(&tok, false, &plan());
         let mut chat_rollout = rollout(&tok, true, &plan());
         let cfg = AdvantageConfig::default();
-        let adv = assign_advantages(&mut step_rollout, &cfg).unwrap();
-        assign_advantages(&mut chat_rollout, &cfg).unwrap();
+        let adv = step_rollout.assign_advantages(&cfg).unwrap();
+        chat_rollout.assign_advantages(&cfg).unwrap();
         let a: Vec<f64> = adv.steps.iter().map(|s| s.advantage).collect();
         assert_eq!(a.len(), 5);
-        let step = build_samples(&step_rollout, SampleLayout::Step).unwrap();
-        let traj = build_samples(&chat_rollout, SampleLayout::Trajectory).unwrap();
+        let step = step_rollout.samples(SampleLayout::Step).unwrap();
+        let traj = chat_rollout.samples(SampleLayout::Trajectory).unwrap();
         assert_eq!(step.len(), 5);
         assert_eq!(traj.len(), 2);
         let (ts, tt) = (trained(&step), trained(&traj));
@@ -286,8 +307,8 @@ mod tests {
     fn trajectory_sample_is_the_chat_each_turn_was_sampled_from() {
         let tok = Tokenizer::tiny().unwrap();
         let mut r = rollout(&tok, true, &plan());
-        assign_advantages(&mut r, &AdvantageConfig::default()).unwrap();
-        let traj = build_samples(&r, SampleLayout::Trajectory).unwrap();
+        r.assign_advantages(&AdvantageConfig::default()).unwrap();
+        let traj = r.samples(SampleLayout::Trajectory).unwrap();
         let text = tok.decode_raw(&traj[0].tokens).unwrap();
         assert_eq!(
             text,
@@ -312,15 +333,17 @@ mod tests {
         let mut r = rollout(&tok, false, &plan());
         r.trajectories[1].steps[2].fault = Some("timeout".into());
         r.trajectories[1].steps[2].reward = 0.0;
-        let adv = assign_advantages(&mut r, &AdvantageConfig::default()).unwrap();
+        let adv = r.assign_advantages(&AdvantageConfig::default()).unwrap();
         assert_eq!(adv.steps.len(), 4);
         assert_eq!(r.trajectories[1].steps[2].advantage, None);
-        let step = build_samples(&r, SampleLayout::Step).unwrap();
+        let step = r.samples(SampleLayout::Step).unwrap();
         assert_eq!(step.len(), 4);
         // The faulted step's reward 0 did not enter the episode return of trajectory 1.
         let mut clean = rollout(&tok, false, &plan());
         clean.trajectories[1].steps.pop();
-        let adv_clean = assign_advantages(&mut clean, &AdvantageConfig::default()).unwrap();
+        let adv_clean = clean
+            .assign_advantages(&AdvantageConfig::default())
+            .unwrap();
         let a: Vec<f64> = adv.steps.iter().map(|s| s.advantage).collect();
         let b: Vec<f64> = adv_clean.steps.iter().map(|s| s.advantage).collect();
         assert_eq!(a, b);
