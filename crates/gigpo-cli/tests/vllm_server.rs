@@ -71,6 +71,8 @@ impl Server {
             .args(["--max-model-len", &CONTEXT.to_string()])
             .args(["--enable-lora", "--max-lora-rank", "8", "--max-loras", "1"])
             .args(["--logprobs-mode", "processed_logprobs"])
+            // prompts are never split over engine steps (docs/vllm.md, "vLLM on CPU")
+            .args(["--max-num-batched-tokens", "32768"])
             .env("VLLM_CPU_KVCACHE_SPACE", "1")
             .env("VLLM_ALLOW_RUNTIME_LORA_UPDATING", "True")
             .stdin(Stdio::null())

@@ -9,7 +9,6 @@ use std::cmp::Ordering;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ModelError, Result};
-use crate::sampling::SamplingParams;
 
 /// Log-probability reported for a token outside the kept set (log 0 = −∞, clamped to a finite
 /// value so that differences and ratios stay defined; its gradient is 0).
@@ -40,19 +39,6 @@ impl LogitProcessing {
         top_k: 0,
         top_p: 1.0,
     };
-
-    /// The distribution `generate` samples from with `params`. Greedy decoding (T = 0) has no
-    /// sampling distribution; its tokens are reported under the raw distribution ([`Self::RAW`]).
-    pub fn from_sampling(params: &SamplingParams) -> Self {
-        if params.temperature == 0.0 {
-            return Self::RAW;
-        }
-        LogitProcessing {
-            temperature: params.temperature,
-            top_k: params.top_k,
-            top_p: params.top_p,
-        }
-    }
 
     /// Checks ranges: T > 0 and finite, 0 < top_p ≤ 1.
     pub fn validate(&self) -> Result<()> {

@@ -159,3 +159,18 @@ fn sample(logits: &[f32], t: f64, kept: Option<&[u32]>, rng: &mut ChaCha8Rng) ->
     }
     idx[idx.len() - 1] as usize
 }
+
+impl LogitProcessing {
+    /// The distribution `generate` samples from with `params`. Greedy decoding (T = 0) has no
+    /// sampling distribution; its tokens are reported under the raw distribution ([`Self::RAW`]).
+    pub fn from_sampling(params: &SamplingParams) -> Self {
+        if params.temperature == 0.0 {
+            return Self::RAW;
+        }
+        LogitProcessing {
+            temperature: params.temperature,
+            top_k: params.top_k,
+            top_p: params.top_p,
+        }
+    }
+}

@@ -186,8 +186,7 @@ impl Rollout {
                 reward: s.reward,
                 action_valid: s.action_valid,
             });
-            let (group, member) = core_ids(t);
-            ids.push(Some(b.push_trajectory(&group, &member, steps)?));
+            ids.push(Some(b.push_numbered(t.group, t.member, steps)?));
         }
         Ok((b.build(), ids))
     }
@@ -206,11 +205,6 @@ impl Rollout {
         }
         Ok(adv)
     }
-}
-
-/// The names of a trajectory's group and member in the advantage batch.
-fn core_ids(t: &TrajectoryRecord) -> (String, String) {
-    (format!("g{}", t.group), format!("t{}", t.member))
 }
 
 impl<'a> From<&'a StepRecord> for PastTurn<'a> {
