@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own module; this file only parses and dispatches.
 
 mod advantages;
+mod device_load;
 mod env_cmd;
 mod eval_cmd;
 mod model_bench;

@@ -11,7 +11,7 @@ use gigpo_model::{
     ScoreMode, TrainMemory,
 };
 
-use crate::model_cmd::{load_on, open_device};
+use crate::device_load::{load_on, open_device};
 
 /// Prompts whose logits are compared.
 const PARITY_PROMPTS: [&str; 3] = [

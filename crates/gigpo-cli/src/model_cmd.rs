@@ -5,11 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 use clap::{Args, Subcommand};
-use gigpo_model::{
-    convert_gguf, ChatMessage, Device, DeviceChoice, FinishReason, Policy, ResolvedDevice,
-    SamplingParams, ScoreMode, TinyConfig,
-};
+use gigpo_model::{convert_gguf, ChatMessage, FinishReason, Policy, SamplingParams, ScoreMode};
 
+use crate::device_load::{load_on, open_device};
 use crate::model_bench::{bench, parity, BenchArgs, ParityArgs};
 
 /// `gigpo model …`
@@ -130,26 +128,6 @@ fn convert(a: &ConvertArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Opens the device of a `--device` option or a `model.device` field; for `auto`, says on
-/// standard error which device it took and, for the CPU, why.
-pub(crate) fn open_device(choice: DeviceChoice) -> anyhow::Result<Device> {
-    let resolved = choice.resolve()?;
-    report_auto(choice, &resolved);
-    Ok(resolved.open()?)
-}
-
-/// For `auto`, says on standard error which device it resolved to.
-pub(crate) fn report_auto(choice: DeviceChoice, resolved: &ResolvedDevice) {
-    if choice != DeviceChoice::Auto {
-        return;
-    }
-    match resolved {
-        ResolvedDevice::CpuFallback(why) => eprintln!("{why}; using the CPU"),
-        ResolvedDevice::Cuda(i) => eprintln!("using CUDA device {i}"),
-        ResolvedDevice::Cpu => {}
-    }
-}
-
 fn load(src: &ModelSource) -> anyhow::Result<Policy> {
     let device = open_device(src.device.parse()?)?;
     let mut policy = load_on(&src.model, src.tiny_seed, &device)?;
@@ -159,16 +137,6 @@ fn load(src: &ModelSource) -> anyhow::Result<Policy> {
             .with_context(|| format!("loading adapter from {}", ad.display()))?;
     }
     Ok(policy)
-}
-
-/// Loads `tiny` (from `tiny_seed`), a Hugging Face directory or a GGUF file onto `device`.
-pub(crate) fn load_on(model: &str, tiny_seed: u64, device: &Device) -> anyhow::Result<Policy> {
-    if model == "tiny" {
-        return Ok(Policy::tiny(&TinyConfig::default(), tiny_seed, device)?);
-    }
-    let path = PathBuf::from(model);
-    Policy::load(&path, device, None)
-        .with_context(|| format!("loading model from {}", path.display()))
 }
 
 fn prompt_ids(policy: &Policy, src: &ModelSource, prompt: &str) -> anyhow::Result<Vec<u32>> {

@@ -166,7 +166,7 @@ pub fn run(args: Args) -> Result<()> {
     };
     let run_dir = trainer.config().run_dir.clone();
     let device = trainer.config().model.device;
-    crate::model_cmd::report_auto(device, &device.resolve()?);
+    crate::device_load::report_auto(device, &device.resolve()?);
     trainer = trainer.with_progress(!args.quiet);
     let summary = trainer.run()?;
     if let Some(first) = &summary.first_eval {
