@@ -151,8 +151,8 @@ fn trajectory_sample(t: &TrajectoryRecord, ti: usize) -> Result<Option<Sample>> 
     let start = first.prompt.len().max(1);
     let mut trained = Trained::zeros(tokens.len() - start);
     for (k, s) in t.steps.iter().enumerate() {
-        let end = s.prompt.len() + s.response.len();
-        if end > tokens.len() || tokens[..end] != [s.prompt.as_slice(), &s.response].concat() {
+        let (p, end) = (s.prompt.len(), s.prompt.len() + s.response.len());
+        if end > tokens.len() || tokens[..p] != s.prompt[..] || tokens[p..end] != s.response[..] {
             return Err(TrainError::config(
                 "sample_layout",
                 format!(
