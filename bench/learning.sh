@@ -1,55 +1,26 @@
 #!/usr/bin/env bash
-# GiGPO vs GRPO vs RLOO on built-in Sokoban with the same environment-step budget, the same
-# training levels (the level sequence is a function of the seed) and the same held-out levels.
-# Prints a table of the final held-out success rate and return (mean ± std over seeds) and draws
-# all curves into one PNG. Finished runs in OUT_DIR are kept, so an interrupted benchmark resumes.
+# GiGPO vs GRPO vs RLOO on the credit-assignment setting (configs/credit-assignment.toml;
+# docs/training.md, "Comparing estimators"): the same warm start, training levels (a function of
+# the seed), held-out levels and environment-step budget for every estimator. Prints a table of
+# held-out greedy and sampled success and return at the start and at the end of the budget
+# (mean ± std over seeds) beside the random policy and the solver, writes it to OUT/table.md,
+# the figures to OUT/summary.json and every curve to OUT/curves.png. Finished runs in OUT are
+# kept and interrupted ones resumed, so an interrupted benchmark continues where it stopped.
 #
-# Usage: bench/learning.sh [OUT_DIR] [SEEDS] [ENV_STEP_BUDGET] [extra `gigpo train` args...]
-#   OUT_DIR          default runs/bench-learning
-#   SEEDS            default "1 2 3"
-#   ENV_STEP_BUDGET  default 12000 training environment steps per run
+# Usage: bench/learning.sh OUT "SEEDS" [ENV_STEP_BUDGET] [extra `gigpo train` args...]
+#   e.g. bench/learning.sh runs/bench-learning "1 2 3"
+#   ENV_STEP_BUDGET  default 80000 training environment steps per run
 # Needs: cargo, python3 (standard library only). GIGPO=/path/to/gigpo uses that binary instead
-# of building the release one.
+# of building the release one; CONFIG=FILE another setting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-runs/bench-learning}
-SEEDS=${2:-"1 2 3"}
-BUDGET=${3:-12000}
-shift $(( $# > 3 ? 3 : $# ))
-if [ -z "${GIGPO:-}" ]; then
-  cargo build --release -p gigpo-cli >&2
-  GIGPO=${CARGO_TARGET_DIR:-target}/release/gigpo
-fi
-mkdir -p "$OUT"
-for est in gigpo grpo rloo; do
-  for seed in $SEEDS; do
-    dir="$OUT/$est-seed$seed"
-    if [ -d "$dir/checkpoints" ]; then echo "keeping finished run $dir" >&2; continue; fi
-    echo "training $dir" >&2
-    "$GIGPO" train --quiet --run-dir "$dir" --seed "$seed" --advantage_estimator "$est" \
-      --iterations 1000 --set env_step_budget="$BUDGET" "$@" 2> "$dir.log" || { cat "$dir.log" >&2; exit 1; }
+DEFAULT_BUDGET=80000
+source bench/lib/compare.sh
+compare_setup "$@"
+ESTIMATORS=(gigpo grpo rloo)
+for seed in $SEEDS; do
+  for est in "${ESTIMATORS[@]}"; do
+    compare_run "$est" "$seed" --advantage_estimator "$est"
   done
 done
-"$GIGPO" plot "$OUT"/*-seed*/ --out "$OUT/curves.png" >&2
-python3 - "$OUT" "$SEEDS" <<'PY'
-import json, statistics, sys
-out, seeds = sys.argv[1], sys.argv[2].split()
-def last(path, key):
-    vals = [json.loads(l) for l in open(path) if l.strip()]
-    vals = [r for r in vals if key in r]
-    return vals[-1][key], vals[0][key]
-print(f"| estimator | held-out success (start) | held-out success (end) | held-out return (end) | env steps |")
-print(f"|---|---|---|---|---|")
-for est in ["gigpo", "grpo", "rloo"]:
-    s_end, s_start, r_end, steps = [], [], [], []
-    for seed in seeds:
-        m = f"{out}/{est}-seed{seed}/metrics.jsonl"
-        e, b = last(m, "eval/success_rate")
-        r, _ = last(m, "eval/mean_return")
-        st, _ = last(m, "env_steps")
-        s_end.append(e); s_start.append(b); r_end.append(r); steps.append(st)
-    sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0
-    print(f"| {est} | {statistics.mean(s_start):.3f} ± {sd(s_start):.3f} | {statistics.mean(s_end):.3f} ± {sd(s_end):.3f} "
-          f"| {statistics.mean(r_end):.2f} ± {sd(r_end):.2f} | {statistics.mean(steps):.0f} |")
-print(f"\ncurves: {out}/curves.png")
-PY
+compare_finish "${ESTIMATORS[@]}"

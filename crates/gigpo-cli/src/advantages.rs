@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use gigpo_core::{
     compute, read_trajectories, AdvantageConfig, AdvantageError, BatchBuilder, Combine, Convention,
-    Diagnostics, Estimator, Norm, StepAdvantage, StepInput,
+    Diagnostics, Estimator, Levels, Norm, StepAdvantage, StepInput,
 };
 use gigpo_train::fsutil::write_atomic;
 use serde::Serialize;
@@ -52,6 +52,9 @@ pub struct Args {
     /// additive | convex [default: additive]
     #[arg(long)]
     combine: Option<Combine>,
+    /// both | episode | step: the terms of Eq. 8 kept, for ablations [default: both]
+    #[arg(long)]
+    levels: Option<Levels>,
     /// Penalty λ for steps whose action was invalid [default: 0.1]
     #[arg(
         long = "invalid_action_penalty",
@@ -87,6 +90,7 @@ impl Args {
             norm,
             fixed_norm,
             combine,
+            levels,
             invalid_action_penalty,
             epsilon
         );
@@ -151,6 +155,7 @@ pub fn run(args: Args) -> Result<()> {
             anchor: &s.anchor,
             reward: s.reward,
             action_valid: s.action_valid,
+            action: s.action.as_deref(),
         });
         builder
             .push_trajectory(&g, &id, steps)
@@ -206,19 +211,31 @@ fn describe(cfg: &AdvantageConfig, d: &Diagnostics) -> String {
         .iter()
         .map(|(s, n)| format!("{s}:{n}"))
         .collect();
+    let actions = match d.distinct_action_step_group_share {
+        Some(s) => format!("{:.1}%", 100.0 * s),
+        None => "unknown (no action keys)".to_string(),
+    };
     format!(
         "estimator {} | {} groups, {} trajectories, {} steps\n\
-         step groups: {} (size:count {})\n\
+         step groups: {} (size:count {}), {:.1}% of size 1\n\
          steps in step groups of size >= 2: {:.1}%\n\
-         zero-variance step groups (size >= 2): {:.1}% | zero-variance episode groups: {:.1}%\n",
+         step groups of size >= 2 with distinct returns: {:.1}%, with distinct actions: {}\n\
+         zero-variance step groups (size >= 2): {:.1}% | zero-variance episode groups: {:.1}%\n\
+         mean |A|: {:.4} | mean |A^E|: {:.4} | mean |A^S|: {:.4}\n",
         cfg.estimator,
         d.episode_groups,
         d.trajectories,
         d.steps,
         d.step_groups,
         sizes.join(" "),
+        100.0 * d.singleton_step_group_share,
         100.0 * d.step_group_share,
+        100.0 * d.distinct_return_step_group_share,
+        actions,
         100.0 * d.zero_variance_step_group_share,
         100.0 * d.zero_variance_episode_group_share,
+        d.mean_abs_advantage,
+        d.mean_abs_episode_advantage,
+        d.mean_abs_step_advantage,
     )
 }

@@ -71,6 +71,29 @@ fn standard_streams_and_flags() {
 }
 
 #[test]
+fn action_keys_levels_and_the_new_diagnostics() {
+    let input = b"{\"group\":\"g\",\"trajectory\":\"a\",\"steps\":[{\"anchor\":\"s\",\"reward\":1,\"action\":\"up\"}]}\n\
+                  {\"group\":\"g\",\"trajectory\":\"b\",\"steps\":[{\"anchor\":\"s\",\"reward\":0,\"action\":\"down\"}]}\n";
+    let dir = tempfile::tempdir().unwrap();
+    let diag = dir.path().join("diag.json");
+    let args = ["advantages", "-i", "-", "-o", "-", "--levels", "step"];
+    let out = run_with_input(gigpo().args(args).arg("--diagnostics").arg(&diag), input);
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("with distinct actions: 100.0%"), "{err}");
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    assert_eq!(lines[0]["steps"][0]["episode_advantage"], 0.0);
+    let a = &lines[0]["steps"][0];
+    assert_eq!(a["advantage"], a["step_advantage"]);
+    let d: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&diag).unwrap()).unwrap();
+    assert_eq!(d["distinct_action_step_group_share"], 1.0);
+    assert_eq!(d["distinct_return_step_group_share"], 1.0);
+    assert_eq!(d["singleton_step_group_share"], 0.0);
+    assert_eq!(d["mean_abs_episode_advantage"], 0.0);
+}
+
+#[test]
 fn malformed_line_is_reported_with_its_number_and_nothing_is_written() {
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in.jsonl");

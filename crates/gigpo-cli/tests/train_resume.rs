@@ -126,6 +126,32 @@ fn resume_rejects_other_overrides_and_bad_flags_are_named() {
 }
 
 #[test]
+fn print_config_shows_the_levels() {
+    let levels = |args: &[&str]| {
+        let out = run(gigpo().args(["train", "--print-config"]).args(args));
+        assert!(out.status.success(), "{}", stderr(&out));
+        let v: toml::Table = toml::from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+        v["algorithm"]["levels"].as_str().unwrap().to_string()
+    };
+    assert_eq!(levels(&[]), "both");
+    assert_eq!(levels(&["--set", "algorithm.levels=step"]), "step");
+    let out = run(gigpo().args([
+        "train",
+        "--print-config",
+        "--set",
+        "algorithm.levels=episode",
+        "--advantage_estimator",
+        "rloo",
+    ]));
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("levels = episode"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
 fn seed_flags_are_accepted_verbatim() {
     let out = run(gigpo().args([
         "train",

@@ -38,6 +38,7 @@ fn synthetic(groups: usize, trajs: usize, steps: usize, distinct: f64, seed: u64
                 anchor: a,
                 reward: *r,
                 action_valid: *v,
+                action: None,
             });
             b.push_numbered(g, t, inputs).unwrap();
         }
@@ -99,6 +100,7 @@ fn bench_build(c: &mut Criterion) {
                     anchor: a,
                     reward: *r,
                     action_valid: *v,
+                    action: None,
                 });
                 bb.push_trajectory(g, t, inputs).unwrap();
             }

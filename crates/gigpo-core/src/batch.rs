@@ -29,7 +29,7 @@
 //! ```
 
 use crate::error::AdvantageError;
-use crate::ids::{AnchorId, GroupId, TrajId};
+use crate::ids::{ActionId, AnchorId, GroupId, Index, TrajId};
 use std::collections::HashMap;
 use std::fmt;
 use std::ops::Range;
@@ -63,14 +63,23 @@ pub struct Step {
     pub reward: f64,
     /// Whether the action text could be parsed.
     pub action_valid: bool,
+    /// The interned action key, when the caller gave one (used by the diagnostics only).
+    pub action: Option<ActionId>,
 }
 
 /// One step as given to [`BatchBuilder::push_trajectory`].
 #[derive(Debug, Clone, Copy)]
 pub struct StepInput<'a> {
+    /// The anchor key of the state the action was taken from.
     pub anchor: &'a str,
+    /// The environment's reward.
     pub reward: f64,
+    /// Whether the action text could be parsed.
     pub action_valid: bool,
+    /// The action taken, as a key: equal texts are the same action. The advantages do not use
+    /// it; the diagnostics count the step groups whose steps took different actions. `None`
+    /// when unknown.
+    pub action: Option<&'a str>,
 }
 
 impl<'a> StepInput<'a> {
@@ -80,6 +89,7 @@ impl<'a> StepInput<'a> {
             anchor,
             reward,
             action_valid: true,
+            action: None,
         }
     }
 
@@ -89,6 +99,21 @@ impl<'a> StepInput<'a> {
             anchor,
             reward,
             action_valid: false,
+            action: None,
+        }
+    }
+
+    /// The same step with its action key.
+    ///
+    /// ```
+    /// use gigpo_core::StepInput;
+    /// let s = StepInput::new("room A", -0.1).with_action("up");
+    /// assert_eq!(s.action, Some("up"));
+    /// ```
+    pub fn with_action(self, action: &'a str) -> Self {
+        Self {
+            action: Some(action),
+            ..self
         }
     }
 }
@@ -112,36 +137,51 @@ pub struct Group {
     pub trajectories: Vec<TrajId>,
 }
 
-/// Interned anchor texts.
-#[derive(Debug, Clone, Default)]
-pub struct AnchorTable {
-    ids: HashMap<String, AnchorId>,
+/// Interned texts (anchor keys, action keys), each numbered by an index type `I`.
+#[derive(Debug, Clone)]
+pub struct TextTable<I> {
+    ids: HashMap<String, I>,
     texts: Vec<String>,
 }
 
-impl AnchorTable {
+/// Interned anchor texts.
+pub type AnchorTable = TextTable<AnchorId>;
+
+/// Interned action texts.
+pub type ActionTable = TextTable<ActionId>;
+
+impl<I> Default for TextTable<I> {
+    fn default() -> Self {
+        Self {
+            ids: HashMap::new(),
+            texts: Vec::new(),
+        }
+    }
+}
+
+impl<I: Index> TextTable<I> {
     /// The id of `text`, adding it when new.
-    pub fn intern(&mut self, text: &str) -> AnchorId {
+    pub fn intern(&mut self, text: &str) -> I {
         if let Some(&id) = self.ids.get(text) {
             return id;
         }
-        let id = AnchorId(self.texts.len() as u32);
+        let id = I::from_u32(self.texts.len() as u32);
         self.ids.insert(text.to_owned(), id);
         self.texts.push(text.to_owned());
         id
     }
 
-    /// The text of an interned anchor.
-    pub fn text(&self, id: AnchorId) -> &str {
+    /// The text of an interned id.
+    pub fn text(&self, id: I) -> &str {
         &self.texts[id.index()]
     }
 
-    /// Number of distinct anchors.
+    /// Number of distinct texts.
     pub fn len(&self) -> usize {
         self.texts.len()
     }
 
-    /// Whether no anchor has been interned.
+    /// Whether no text has been interned.
     pub fn is_empty(&self) -> bool {
         self.texts.is_empty()
     }
@@ -233,10 +273,12 @@ impl BatchBuilder {
         let start = self.batch.steps.len();
         for s in steps {
             let anchor = self.batch.anchors.intern(s.anchor);
+            let action = s.action.map(|a| self.batch.actions.intern(a));
             self.batch.steps.push(Step {
                 anchor,
                 reward: s.reward,
                 action_valid: s.action_valid,
+                action,
             });
         }
         checked_u32(self.batch.steps.len(), "steps")?;
@@ -267,6 +309,7 @@ fn checked_u32(n: usize, what: &'static str) -> Result<u32, AdvantageError> {
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
     anchors: AnchorTable,
+    actions: ActionTable,
     groups: Vec<Group>,
     trajectories: Vec<Trajectory>,
     steps: Vec<Step>,
@@ -291,6 +334,11 @@ impl Batch {
     /// The interned anchor texts.
     pub fn anchors(&self) -> &AnchorTable {
         &self.anchors
+    }
+
+    /// The interned action texts.
+    pub fn actions(&self) -> &ActionTable {
+        &self.actions
     }
 
     /// Total number of steps.

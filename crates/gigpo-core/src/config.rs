@@ -40,6 +40,21 @@ pub enum Combine {
     Convex,
 }
 
+/// Which levels of Eq. 8 the combined GiGPO advantage keeps: the paper's ablations drop one
+/// (docs/advantages.md, "Ablations"). A dropped part is reported as 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Levels {
+    /// Both terms of Eq. 8: `A = A^E + ω·A^S` (`additive`) or `ω·A^E + (1 − ω)·A^S` (`convex`).
+    #[default]
+    Both,
+    /// The episode term alone: `A = A^E` (`additive`) or `ω·A^E` (`convex`); with `additive`
+    /// this is GRPO's advantage (Eq. 3).
+    Episode,
+    /// The step term alone: `A = ω·A^S` (`additive`) or `(1 − ω)·A^S` (`convex`), A^S of Eq. 7.
+    Step,
+}
+
 /// Whose numeric conventions to follow (docs/advantages.md, "The `verl-agent` preset").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -83,6 +98,8 @@ parse_enum!(Estimator, "advantage estimator", "gigpo, grpo, rloo",
 parse_enum!(Norm, "norm", "std, fixed", { "std" => Norm::Std, "fixed" => Norm::Fixed });
 parse_enum!(Combine, "combine", "additive, convex",
     { "additive" => Combine::Additive, "convex" => Combine::Convex });
+parse_enum!(Levels, "levels", "both, episode, step",
+    { "both" => Levels::Both, "episode" => Levels::Episode, "step" => Levels::Step });
 parse_enum!(Convention, "preset", "paper, verl-agent",
     { "paper" => Convention::Paper, "verl-agent" => Convention::VerlAgent,
       "verl_agent" => Convention::VerlAgent });
@@ -93,6 +110,16 @@ impl fmt::Display for Estimator {
             Estimator::Gigpo => "gigpo",
             Estimator::Grpo => "grpo",
             Estimator::Rloo => "rloo",
+        })
+    }
+}
+
+impl fmt::Display for Levels {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Levels::Both => "both",
+            Levels::Episode => "episode",
+            Levels::Step => "step",
         })
     }
 }
@@ -117,6 +144,9 @@ pub struct AdvantageConfig {
     pub epsilon: f64,
     /// Combination of the two levels. Default `additive`.
     pub combine: Combine,
+    /// Which terms of Eq. 8 `gigpo` keeps: `both`, `episode` (A^E alone) or `step` (ω·A^S
+    /// alone). Default `both`; anything else needs `estimator = gigpo`.
+    pub levels: Levels,
     /// Similarity threshold s in (0, 1) for grouping text anchors; `None` = exact equality.
     pub anchor_similarity: Option<f64>,
     /// Numeric conventions. Default `paper`.
@@ -134,6 +164,7 @@ impl Default for AdvantageConfig {
             fixed_norm: 1.0,
             epsilon: 1e-6,
             combine: Combine::Additive,
+            levels: Levels::Both,
             anchor_similarity: None,
             convention: Convention::Paper,
         }
@@ -188,6 +219,13 @@ impl AdvantageConfig {
         }
         if !(self.epsilon >= 0.0 && self.epsilon.is_finite()) {
             return bad("epsilon", self.epsilon, "must be finite and >= 0");
+        }
+        if self.levels != Levels::Both && self.estimator != Estimator::Gigpo {
+            return Err(AdvantageError::ConflictingOptions {
+                field: "levels",
+                value: self.levels.to_string(),
+                requirement: "needs estimator = gigpo (grpo and rloo have one level only)",
+            });
         }
         if let Some(s) = self.anchor_similarity {
             if !(s > 0.0 && s < 1.0) {

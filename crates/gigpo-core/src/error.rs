@@ -44,6 +44,13 @@ pub enum AdvantageError {
         value: f64,
         requirement: &'static str,
     },
+    /// An option whose value does not go with another option's.
+    #[error("{field} = {value}: {requirement}")]
+    ConflictingOptions {
+        field: &'static str,
+        value: String,
+        requirement: &'static str,
+    },
     /// An option name that is not one of the allowed values.
     #[error("unknown {option} {value:?}; expected one of: {expected}")]
     UnknownOption {

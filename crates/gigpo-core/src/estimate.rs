@@ -4,13 +4,14 @@
 //! hands them to the chosen estimator: `gigpo`, `grpo` or `rloo`, one function each.
 
 use crate::batch::Batch;
-use crate::config::{AdvantageConfig, Combine, Convention, Estimator};
+use crate::config::{AdvantageConfig, Combine, Convention, Estimator, Levels};
 use crate::diagnostics::{share, Diagnostics};
 use crate::error::AdvantageError;
 use crate::grouping::step_groups;
-use crate::ids::StepGroupId;
+use crate::ids::{ActionId, StepGroupId};
 use crate::normalize::{group_stats, normalize, GroupStats, NormRule, Singleton};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The advantage of one step and its parts.
 #[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
@@ -60,7 +61,7 @@ pub fn compute(batch: &Batch, cfg: &AdvantageConfig) -> Result<Advantages, Advan
         Estimator::Rloo => rloo(batch, &returns, &scores),
     };
     check_results(batch, &steps)?;
-    let diagnostics = diagnostics(batch, &groups.stats, &scores);
+    let diagnostics = diagnostics(batch, &groups, &scores, &steps);
     Ok(Advantages {
         steps,
         step_group: groups.of_step,
@@ -93,7 +94,8 @@ impl StepGroups {
 
 /// GiGPO. Eq. 7: A^S(a_t) = (R_t − mean_S) / F_S over the step group S of the step's anchor
 /// state; a step group of one gets 0 in both conventions. Eq. 8: A_t = A^E(τ) + ω·A^S(a_t)
-/// (`additive`), or the blend ω·A^E(τ) + (1 − ω)·A^S(a_t) (`convex`).
+/// (`additive`), or the blend ω·A^E(τ) + (1 − ω)·A^S(a_t) (`convex`). `levels` drops one term
+/// for the ablations; the dropped part is reported as 0.
 fn gigpo(
     batch: &Batch,
     cfg: &AdvantageConfig,
@@ -101,25 +103,38 @@ fn gigpo(
     scores: &[f64],
     groups: &StepGroups,
 ) -> Vec<StepAdvantage> {
-    let episode = episode_advantages(batch, cfg, scores);
+    let mut episode = episode_advantages(batch, cfg, scores);
     let mut step = vec![0.0; batch.num_steps()];
-    let rule = norm_rule(cfg, Singleton::Zero);
-    normalize(&groups.keys, returns, &groups.stats, rule, &mut step);
+    match cfg.levels {
+        Levels::Both => step_advantages(cfg, returns, groups, &mut step),
+        Levels::Episode => {}
+        Levels::Step => {
+            step_advantages(cfg, returns, groups, &mut step);
+            episode.fill(0.0);
+        }
+    }
     let w = cfg.step_advantage_weight;
+    let (episode_weight, step_weight) = match cfg.combine {
+        Combine::Additive => (1.0, w),
+        Combine::Convex => (w, 1.0 - w),
+    };
     (0..batch.num_steps())
         .map(|i| {
             let (e, s) = (episode[i], step[i]);
             StepAdvantage {
-                advantage: match cfg.combine {
-                    Combine::Additive => e + w * s,
-                    Combine::Convex => w * e + (1.0 - w) * s,
-                },
+                advantage: episode_weight * e + step_weight * s,
                 episode_advantage: e,
                 step_advantage: s,
                 ret: returns[i],
             }
         })
         .collect()
+}
+
+/// A^S of every step (Eq. 7), written into `out`.
+fn step_advantages(cfg: &AdvantageConfig, returns: &[f64], groups: &StepGroups, out: &mut [f64]) {
+    let rule = norm_rule(cfg, Singleton::Zero);
+    normalize(&groups.keys, returns, &groups.stats, rule, out);
 }
 
 /// GRPO: A_t = A^E(τ) (Eq. 3) for every step of τ.
@@ -339,15 +354,17 @@ fn verl_episode_advantages(batch: &Batch, cfg: &AdvantageConfig) -> Vec<f64> {
     out
 }
 
-fn diagnostics(batch: &Batch, step_stats: &GroupStats, scores: &[f64]) -> Diagnostics {
-    let mut histogram: Vec<usize> = Vec::new();
+fn diagnostics(
+    batch: &Batch,
+    groups: &StepGroups,
+    scores: &[f64],
+    steps: &[StepAdvantage],
+) -> Diagnostics {
+    let stats = &groups.stats;
+    let mut sizes: BTreeMap<usize, usize> = BTreeMap::new();
     let (mut shared_steps, mut multi, mut multi_flat) = (0usize, 0usize, 0usize);
-    for (&n, &flat) in step_stats.count.iter().zip(&step_stats.all_equal) {
-        let n_us = n as usize;
-        if histogram.len() <= n_us {
-            histogram.resize(n_us + 1, 0);
-        }
-        histogram[n_us] += 1;
+    for (&n, &flat) in stats.count.iter().zip(&stats.all_equal) {
+        *sizes.entry(n as usize).or_default() += 1;
         if n >= 2 {
             shared_steps += n as usize;
             multi += 1;
@@ -362,18 +379,43 @@ fn diagnostics(batch: &Batch, step_stats: &GroupStats, scores: &[f64]) -> Diagno
         .zip(&ep.all_equal)
         .filter(|(&n, &f)| n >= 2 && f)
         .count();
+    let mean_abs = |part: fn(&StepAdvantage) -> f64| {
+        steps.iter().map(|s| part(s).abs()).sum::<f64>() / steps.len().max(1) as f64
+    };
     Diagnostics {
         episode_groups: batch.groups().len(),
         trajectories: batch.trajectories().len(),
         steps: batch.num_steps(),
-        step_groups: step_stats.count.len(),
-        step_group_sizes: histogram
-            .into_iter()
-            .enumerate()
-            .filter(|&(_, c)| c > 0)
-            .collect(),
+        step_groups: stats.count.len(),
+        singleton_step_group_share: share(sizes.get(&1).copied().unwrap_or(0), stats.count.len()),
+        step_group_sizes: sizes,
         step_group_share: share(shared_steps, batch.num_steps()),
         zero_variance_step_group_share: share(multi_flat, multi),
+        distinct_return_step_group_share: share(multi - multi_flat, multi),
+        distinct_action_step_group_share: distinct_action_share(batch, groups),
         zero_variance_episode_group_share: share(ep_flat, ep_multi),
+        mean_abs_advantage: mean_abs(|s| s.advantage),
+        mean_abs_episode_advantage: mean_abs(|s| s.episode_advantage),
+        mean_abs_step_advantage: mean_abs(|s| s.step_advantage),
     }
+}
+
+/// Among step groups of size ≥ 2, the share whose steps took at least two different actions
+/// (steps without an action key are not counted); `None` when no step has an action key.
+fn distinct_action_share(batch: &Batch, groups: &StepGroups) -> Option<f64> {
+    let num_groups = groups.stats.count.len();
+    let mut first: Vec<Option<ActionId>> = vec![None; num_groups];
+    let mut differ = vec![false; num_groups];
+    let mut any = false;
+    for (step, g) in batch.steps().iter().zip(&groups.of_step) {
+        let Some(action) = step.action else { continue };
+        any = true;
+        match first[g.index()] {
+            None => first[g.index()] = Some(action),
+            Some(a) if a != action => differ[g.index()] = true,
+            Some(_) => {}
+        }
+    }
+    let multi = groups.stats.count.iter().filter(|&&n| n >= 2).count();
+    any.then(|| share(differ.iter().filter(|&&d| d).count(), multi))
 }

@@ -2,6 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
+/// What every index type can do, for code shared between them (the interned text tables).
+pub trait Index: Copy {
+    /// The index with number `n`.
+    fn from_u32(n: u32) -> Self;
+    /// The index as a `usize`, for slicing.
+    fn index(self) -> usize;
+}
+
 macro_rules! index_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -11,6 +19,16 @@ macro_rules! index_type {
         impl $name {
             /// The index as a `usize`, for slicing.
             pub fn index(self) -> usize {
+                self.0 as usize
+            }
+        }
+
+        impl Index for $name {
+            fn from_u32(n: u32) -> Self {
+                Self(n)
+            }
+
+            fn index(self) -> usize {
                 self.0 as usize
             }
         }
@@ -28,6 +46,10 @@ index_type!(
 index_type!(
     /// An interned anchor key. Equal ids mean equal key text.
     AnchorId
+);
+index_type!(
+    /// An interned action key. Equal ids mean equal action text.
+    ActionId
 );
 index_type!(
     /// A step group: steps of one episode group that share an anchor state.

@@ -63,6 +63,9 @@ pub struct StepLine {
     /// Whether the action could be parsed (default true).
     #[serde(default = "yes")]
     pub action_valid: bool,
+    /// The action taken, as a key for the diagnostics (optional; absent in older files).
+    #[serde(default)]
+    pub action: Option<String>,
 }
 
 fn yes() -> bool {
@@ -160,6 +163,15 @@ mod tests {
         assert_eq!((read[0].line, read[1].line), (1, 3));
         assert_eq!(read[0].group_name(), "g");
         assert!(read[0].steps[0].action_valid);
+        assert_eq!(read[0].steps[0].action, None);
+    }
+
+    #[test]
+    fn reads_the_optional_action() {
+        let line =
+            r#"{"group":"g","trajectory":"t","steps":[{"anchor":"s","reward":1,"action":"up"}]}"#;
+        let read = read_trajectories("in.jsonl", line.as_bytes()).unwrap();
+        assert_eq!(read[0].steps[0].action.as_deref(), Some("up"));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The GiGPO advantage engine: pure functions over plain data, no tensors, no I/O.
 //!
 //! A [`Batch`] holds episode groups (trajectories that started from the same state), each
-//! trajectory a list of steps with an anchor key, a reward and an `action_valid` flag. [`compute`]
+//! trajectory a list of steps with an anchor key, a reward, an `action_valid` flag and,
+//! optionally, an action key (for the diagnostics only). [`compute`]
 //! returns, for every step, the combined advantage and its episode and step parts, the discounted
 //! return, and [`Diagnostics`] about the step groups. The estimators are GiGPO
 //! (arXiv 2505.10978), GRPO and RLOO, chosen by [`Estimator`]; every formula, option and default
@@ -30,10 +31,13 @@ pub mod jsonl;
 pub mod normalize;
 pub mod similarity;
 
-pub use batch::{AnchorTable, Batch, BatchBuilder, Group, Name, Step, StepInput, Trajectory};
-pub use config::{AdvantageConfig, Combine, Convention, Estimator, Norm};
-pub use diagnostics::Diagnostics;
+pub use batch::{
+    ActionTable, AnchorTable, Batch, BatchBuilder, Group, Name, Step, StepInput, TextTable,
+    Trajectory,
+};
+pub use config::{AdvantageConfig, Combine, Convention, Estimator, Levels, Norm};
+pub use diagnostics::{Diagnostics, SIZE_BINS};
 pub use error::AdvantageError;
 pub use estimate::{compute, Advantages, StepAdvantage};
-pub use ids::{AnchorId, GroupId, StepGroupId, TrajId};
+pub use ids::{ActionId, AnchorId, GroupId, StepGroupId, TrajId};
 pub use jsonl::{read_trajectories, StepLine, TrajectoryFileError, TrajectoryLine};

@@ -72,6 +72,7 @@ fn advantages_of(bytes: &[u8]) {
             anchor: &s.anchor,
             reward: s.reward,
             action_valid: s.action_valid,
+            action: s.action.as_deref(),
         });
         if builder
             .push_trajectory(&t.group_name(), &t.trajectory_name(), steps)

@@ -19,6 +19,7 @@ fn build(trajs: &[Traj]) -> Batch {
             anchor: a,
             reward: *r,
             action_valid: *v,
+            action: None,
         });
         b.push_trajectory(&t.group, &t.name, steps).unwrap();
     }
@@ -332,6 +333,28 @@ proptest! {
         let b = compute(&batch, &grpo).unwrap();
         for (x, y) in a.steps.iter().zip(&b.steps) {
             prop_assert_eq!(x.advantage, y.advantage);
+        }
+    }
+
+    /// `levels = episode` is GRPO for any ω, part for part; `levels = step` is ω·A^S with the
+    /// A^S of `levels = both` (Eq. 8 with one term dropped).
+    #[test]
+    fn levels_drop_one_term(ts in trajs(), w in 0.0..=3.0f64, convention in prop_oneof![Just(Convention::Paper), Just(Convention::VerlAgent)]) {
+        let batch = build(&ts);
+        let both = AdvantageConfig { step_advantage_weight: w, convention, ..Default::default() };
+        let episode = AdvantageConfig { levels: Levels::Episode, ..both.clone() };
+        let step = AdvantageConfig { levels: Levels::Step, ..both.clone() };
+        let grpo = AdvantageConfig { estimator: Estimator::Grpo, ..both.clone() };
+        let b = compute(&batch, &both).unwrap();
+        let e = compute(&batch, &episode).unwrap();
+        let s = compute(&batch, &step).unwrap();
+        let g = compute(&batch, &grpo).unwrap();
+        prop_assert_eq!(&e.steps, &g.steps);
+        for (x, y) in s.steps.iter().zip(&b.steps) {
+            prop_assert_eq!(x.advantage, w * y.step_advantage);
+            prop_assert_eq!(x.step_advantage, y.step_advantage);
+            prop_assert_eq!(x.episode_advantage, 0.0);
+            prop_assert_eq!(x.ret, y.ret);
         }
     }
 

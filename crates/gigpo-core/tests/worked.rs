@@ -18,6 +18,7 @@ fn batch(trajs: &[(&str, &str, Steps)]) -> Batch {
             anchor: a,
             reward: r,
             action_valid: v,
+            action: None,
         });
         b.push_trajectory(g, t, steps).unwrap();
     }
@@ -181,6 +182,68 @@ fn fixed_norm_and_convex_combine() {
     ));
     // The second steps are in groups of one: A^S = 0, A = ω·A^E.
     assert!(close(adv.steps[1].advantage, 0.0625));
+}
+
+/// The ablations of Eq. 8 on the example above (F = 2): `episode` keeps A^E = ±0.25 alone,
+/// `step` keeps ω·A^S = ±2·0.2375 alone, and ω = 0 gives GRPO's advantage.
+#[test]
+fn levels_keep_one_term() {
+    let w: &[(&str, f64, bool)] = &[("s", 0.0, true), ("w", 1.0, true)];
+    let l: &[(&str, f64, bool)] = &[("s", 0.0, true), ("l", 0.0, true)];
+    let b = batch(&[("g", "w", w), ("g", "l", l)]);
+    let cfg = |levels, weight| AdvantageConfig {
+        norm: Norm::Fixed,
+        fixed_norm: 2.0,
+        step_advantage_weight: weight,
+        levels,
+        ..Default::default()
+    };
+    let both = compute(&b, &cfg(Levels::Both, 2.0)).unwrap();
+    assert!(close(both.steps[0].advantage, 0.25 + 2.0 * 0.2375));
+    let episode = compute(&b, &cfg(Levels::Episode, 2.0)).unwrap();
+    let step = compute(&b, &cfg(Levels::Step, 2.0)).unwrap();
+    let grpo = compute(
+        &b,
+        &AdvantageConfig {
+            estimator: Estimator::Grpo,
+            ..cfg(Levels::Both, 2.0)
+        },
+    )
+    .unwrap();
+    let zero_weight = compute(&b, &cfg(Levels::Both, 0.0)).unwrap();
+    for i in 0..4 {
+        let (e, s, g) = (episode.steps[i], step.steps[i], grpo.steps[i]);
+        assert_eq!(e, g, "step {i}");
+        assert_eq!(e.advantage, both.steps[i].episode_advantage);
+        assert_eq!(e.step_advantage, 0.0);
+        assert_eq!(s.advantage, 2.0 * both.steps[i].step_advantage);
+        assert_eq!(s.episode_advantage, 0.0);
+        assert_eq!(zero_weight.steps[i].advantage, g.advantage);
+    }
+    assert!(close(episode.steps[0].advantage, 0.25));
+    assert!(close(step.steps[0].advantage, 0.475));
+    assert!(close(step.steps[2].advantage, -0.475));
+    assert_eq!(step.steps[1].advantage, 0.0, "a step group of one");
+}
+
+#[test]
+fn levels_are_parsed_and_need_gigpo() {
+    assert_eq!("Step".parse::<Levels>().unwrap(), Levels::Step);
+    assert_eq!("episode".parse::<Levels>().unwrap(), Levels::Episode);
+    let err = "steps".parse::<Levels>().unwrap_err().to_string();
+    assert_eq!(
+        err,
+        "unknown levels \"steps\"; expected one of: both, episode, step"
+    );
+    let cfg = AdvantageConfig {
+        estimator: Estimator::Rloo,
+        levels: Levels::Step,
+        ..Default::default()
+    };
+    assert_eq!(
+        cfg.validate().unwrap_err().to_string(),
+        "levels = step: needs estimator = gigpo (grpo and rloo have one level only)"
+    );
 }
 
 /// verl-agent's conventions on a worked example: episode statistics over step rows, a group of one

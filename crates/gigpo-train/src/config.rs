@@ -69,7 +69,7 @@ pub struct TrainConfig {
     /// How rollouts are collected.
     pub rollout: RolloutConfig,
     /// The advantage computation (docs/advantages.md): `estimator`, `gamma`,
-    /// `step_advantage_weight`, ...
+    /// `step_advantage_weight`, `levels`, ...
     pub algorithm: AdvantageConfig,
     /// The policy loss (docs/training.md).
     pub loss: LossConfig,
@@ -253,7 +253,7 @@ mod tests {
     use crate::loss::{Aggregation, KlEstimator};
     use crate::profile::{Profile, SCRATCH_LR_AFTER_SFT};
     use crate::sft::SCRATCH_SFT_LEVELS;
-    use gigpo_core::Estimator;
+    use gigpo_core::{Estimator, Levels};
 
     #[test]
     fn default_round_trips_through_toml() {
@@ -400,6 +400,28 @@ mod tests {
         assert_eq!(cfg.algorithm.estimator, Estimator::Grpo);
         let cfg = TrainConfig::from_toml("[algorithm]\nestimator = \"RLoo\"\n").unwrap();
         assert_eq!(cfg.algorithm.estimator, Estimator::Rloo);
+    }
+
+    #[test]
+    fn levels_are_set_from_toml_and_overrides() {
+        let cfg = TrainConfig::from_toml("[algorithm]\nlevels = \"episode\"\n").unwrap();
+        assert_eq!(cfg.algorithm.levels, Levels::Episode);
+        let mut cfg = TrainConfig::default();
+        assert!(cfg.to_toml().unwrap().contains("levels = \"both\""));
+        cfg.set("algorithm.levels", "step").unwrap();
+        assert_eq!(cfg.algorithm.levels, Levels::Step);
+        cfg.validate().unwrap();
+        let e = cfg.set("algorithm.levels", "all").unwrap_err().to_string();
+        assert!(
+            e.contains("algorithm.levels") && e.contains("both, episode, step"),
+            "{e}"
+        );
+        cfg.set("algorithm.estimator", "grpo").unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("algorithm") && e.contains("levels = step"),
+            "{e}"
+        );
     }
 
     #[test]

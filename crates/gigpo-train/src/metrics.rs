@@ -23,7 +23,14 @@ pub mod names {
     pub const ADV_STEP_GROUP_SHARE: &str = "adv/step_group_share";
     pub const ADV_ZERO_VAR_SHARE: &str = "adv/zero_variance_step_group_share";
     pub const ADV_ZERO_VAR_EPISODE_SHARE: &str = "adv/zero_variance_episode_group_share";
+    pub const ADV_DISTINCT_RETURN_SHARE: &str = "adv/distinct_return_step_group_share";
+    pub const ADV_DISTINCT_ACTION_SHARE: &str = "adv/distinct_action_step_group_share";
     pub const ADV_MEAN_ABS: &str = "adv/mean_abs";
+    pub const ADV_MEAN_ABS_EPISODE: &str = "adv/mean_abs_episode";
+    pub const ADV_MEAN_ABS_STEP: &str = "adv/mean_abs_step";
+    /// Prefix of the step-group size histogram: `adv/step_group_size/1`, `/2`, `/3-4`, `/5-8`,
+    /// `/9+` (gigpo_core::SIZE_BINS), each the share of step groups of those sizes.
+    pub const ADV_STEP_GROUP_SIZE: &str = "adv/step_group_size/";
     pub const LOSS_TOTAL: &str = "loss/total";
     pub const LOSS_PG: &str = "loss/pg";
     pub const LOSS_KL: &str = "loss/kl";

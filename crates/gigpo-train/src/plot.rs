@@ -13,7 +13,7 @@ use crate::error::{Result, TrainError};
 use crate::metrics::{names, read_jsonl, Record};
 
 /// The panels drawn, in order.
-pub const PANELS: [&str; 9] = [
+pub const PANELS: [&str; 12] = [
     names::EVAL_SUCCESS,
     names::EVAL_GREEDY_SUCCESS,
     names::TRAIN_SUCCESS,
@@ -21,6 +21,9 @@ pub const PANELS: [&str; 9] = [
     names::TRAIN_INVALID,
     names::ADV_STEP_GROUP_SHARE,
     names::ADV_ZERO_VAR_SHARE,
+    names::ADV_DISTINCT_ACTION_SHARE,
+    names::ADV_MEAN_ABS_STEP,
+    names::ADV_MEAN_ABS_EPISODE,
     names::LOSS_PG,
     names::LOSS_ENTROPY,
 ];

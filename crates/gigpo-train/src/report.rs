@@ -25,9 +25,6 @@ impl IterationReport<'_> {
     pub(crate) fn record(&self) -> Record {
         let (r, d, up) = (self.rollout, &self.advantages.diagnostics, &self.update);
         let stats = r.stats();
-        let values = &self.advantages.steps;
-        let mean_abs =
-            values.iter().map(|s| s.advantage.abs()).sum::<f64>() / values.len().max(1) as f64;
         let tokens = (r.generated_tokens + r.prompt_tokens) as f64;
         let mut rec = Record::new();
         let mut put = |k: &str, v: f64| {
@@ -46,7 +43,19 @@ impl IterationReport<'_> {
             names::ADV_ZERO_VAR_EPISODE_SHARE,
             d.zero_variance_episode_group_share,
         );
-        put(names::ADV_MEAN_ABS, mean_abs);
+        put(
+            names::ADV_DISTINCT_RETURN_SHARE,
+            d.distinct_return_step_group_share,
+        );
+        if let Some(s) = d.distinct_action_step_group_share {
+            put(names::ADV_DISTINCT_ACTION_SHARE, s);
+        }
+        for (bin, s) in d.step_group_size_histogram() {
+            put(&format!("{}{bin}", names::ADV_STEP_GROUP_SIZE), s);
+        }
+        put(names::ADV_MEAN_ABS, d.mean_abs_advantage);
+        put(names::ADV_MEAN_ABS_EPISODE, d.mean_abs_episode_advantage);
+        put(names::ADV_MEAN_ABS_STEP, d.mean_abs_step_advantage);
         put(names::LOSS_TOTAL, up.loss);
         put(names::LOSS_PG, up.pg);
         put(names::LOSS_KL, up.kl);

@@ -69,6 +69,12 @@ fn a_run_writes_metrics_events_checkpoints_and_curves() {
         for k in [
             names::TRAIN_SUCCESS,
             names::ADV_STEP_GROUP_SHARE,
+            names::ADV_DISTINCT_RETURN_SHARE,
+            names::ADV_DISTINCT_ACTION_SHARE,
+            names::ADV_MEAN_ABS_EPISODE,
+            names::ADV_MEAN_ABS_STEP,
+            "adv/step_group_size/1",
+            "adv/step_group_size/9+",
             names::LOSS_PG,
             names::GRAD_NORM,
             names::EVAL_SUCCESS,
@@ -77,6 +83,11 @@ fn a_run_writes_metrics_events_checkpoints_and_curves() {
             assert!(r[k].is_finite(), "{k}");
         }
     }
+    let histogram: f64 = ["1", "2", "3-4", "5-8", "9+"]
+        .iter()
+        .map(|bin| recs[2][&format!("{}{bin}", names::ADV_STEP_GROUP_SIZE)])
+        .sum();
+    assert!((histogram - 1.0).abs() < 1e-12, "{histogram}");
     assert_eq!(
         recs[2][names::ENV_STEPS],
         2.0 * 2.0 * 3.0 * 3.0,

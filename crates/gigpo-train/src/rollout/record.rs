@@ -2,6 +2,7 @@
 //! (statistics, the advantage batch, each step's advantage).
 
 use gigpo_core::{compute, AdvantageConfig, Advantages, Batch, BatchBuilder, StepInput, TrajId};
+use gigpo_env::action::{extract_action, ActionFormat};
 use serde::Serialize;
 
 use crate::error::Result;
@@ -64,6 +65,17 @@ impl StepRecord {
     /// sampler faulted.
     pub fn counted(&self) -> bool {
         self.fault.is_none()
+    }
+
+    /// The step's action as a key for the diagnostics (docs/metrics.md): when the environment
+    /// parsed it, the action the answer names (inside `<action>…</action>`, or the bare
+    /// answer), trimmed and in lower case, as the environment applied it; else the whole
+    /// generated text, so two unparsable answers are one action only when they are one text.
+    pub fn action_key(&self) -> String {
+        match extract_action(&self.action_text, ActionFormat::TaggedOrBare) {
+            Some(action) if self.action_valid => action.trim().to_ascii_lowercase(),
+            _ => self.action_text.clone(),
+        }
     }
 }
 
@@ -172,7 +184,7 @@ impl Rollout {
     }
 
     /// The advantage batch of the steps that count (group = episode group, trajectory =
-    /// member), with each trajectory's id in it (`None` for one without a counted step).
+    /// member, each step with its [`StepRecord::action_key`]), with each trajectory's id in it (`None` for one without a counted step).
     pub fn to_batch(&self) -> Result<(Batch, Vec<Option<TrajId>>)> {
         let mut b = BatchBuilder::new();
         let mut ids = Vec::with_capacity(self.trajectories.len());
@@ -181,11 +193,16 @@ impl Rollout {
                 ids.push(None);
                 continue;
             }
-            let steps = t.counted_steps().map(|s| StepInput {
-                anchor: &s.anchor,
-                reward: s.reward,
-                action_valid: s.action_valid,
-            });
+            let actions: Vec<String> = t.counted_steps().map(StepRecord::action_key).collect();
+            let steps = t
+                .counted_steps()
+                .zip(&actions)
+                .map(|(s, action)| StepInput {
+                    anchor: &s.anchor,
+                    reward: s.reward,
+                    action_valid: s.action_valid,
+                    action: Some(action),
+                });
             ids.push(Some(b.push_numbered(t.group, t.member, steps)?));
         }
         Ok((b.build(), ids))
@@ -215,5 +232,78 @@ impl<'a> From<&'a StepRecord> for PastTurn<'a> {
             observation: &s.observation,
             action_text: &s.action_text,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A step from `anchor` whose answer was `text`.
+    fn step(anchor: &str, text: &str, valid: bool, reward: f64) -> StepRecord {
+        StepRecord {
+            prompt: vec![1],
+            user: anchor.into(),
+            response: vec![2],
+            logprobs: vec![-0.5],
+            observation: anchor.into(),
+            admissible: None,
+            action_text: text.into(),
+            anchor: anchor.into(),
+            reward,
+            action_valid: valid,
+            won: false,
+            terminated: false,
+            truncated: false,
+            fault: None,
+            advantage: None,
+        }
+    }
+
+    #[test]
+    fn the_action_key_is_the_applied_action_or_the_raw_answer() {
+        assert_eq!(step("s", " Up\n", true, 0.0).action_key(), "up");
+        let tagged = step("s", "think <action>LEFT</action>", true, 0.0);
+        assert_eq!(tagged.action_key(), "left");
+        let raw = "jump <action>high";
+        assert_eq!(step("s", raw, false, 0.0).action_key(), raw);
+    }
+
+    #[test]
+    fn the_batch_carries_action_keys_into_the_diagnostics() {
+        let trajectory = |member, steps| TrajectoryRecord {
+            group: 0,
+            member,
+            seed: 1,
+            steps,
+        };
+        let mut rollout = Rollout {
+            trajectories: vec![
+                trajectory(0, vec![step("s", "up", true, 1.0)]),
+                trajectory(1, vec![step("s", "<action>Up</action>", true, 0.0)]),
+                trajectory(2, vec![step("t", "up", true, 0.0)]),
+                trajectory(3, vec![step("t", "down", true, 0.0)]),
+            ],
+            instructions: None,
+            faults: 0,
+            sampler_faults: 0,
+            generated_tokens: 0,
+            prompt_tokens: 0,
+            seconds: 0.0,
+        };
+        let adv = rollout
+            .assign_advantages(&AdvantageConfig::default())
+            .unwrap();
+        let (batch, _) = rollout.to_batch().unwrap();
+        let keys: Vec<&str> = batch
+            .steps()
+            .iter()
+            .map(|s| batch.actions().text(s.action.unwrap()))
+            .collect();
+        assert_eq!(keys, ["up", "up", "up", "down"]);
+        // s: one action twice (distinct returns); t: two actions (equal returns).
+        let d = &adv.diagnostics;
+        assert_eq!(d.distinct_action_step_group_share, Some(0.5));
+        assert_eq!(d.distinct_return_step_group_share, 0.5);
     }
 }
