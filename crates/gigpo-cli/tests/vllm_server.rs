@@ -313,7 +313,7 @@ impl Sampler for KillAfterFirst<'_> {
         self.inner.generate(prompts, params, seed)
     }
 
-    fn fits(&self, style: PromptStyle, needed: usize, turns: usize) -> gigpo_train::Result<()> {
+    fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> gigpo_train::Result<()> {
         self.inner.fits(style, needed, turns)
     }
 }
@@ -352,6 +352,7 @@ fn check_kill(model: &Path, run_dir: &Path, server: &mut Server) {
             history_length: 0,
             history_action: HistoryAction::Parsed,
             instructions: false,
+            response_prefix: String::new(),
         },
         sampling: &sampling,
         sample_seed: 9,

@@ -207,6 +207,12 @@ impl TrainConfig {
             .validate()
             .map_err(|e| TrainError::config("algorithm", e.to_string()))?;
         self.checkpoint.validate()?;
+        if !self.rollout.response_prefix.is_empty() && self.sample_layout == SampleLayout::Trajectory {
+            return Err(TrainError::config(
+                "rollout.response_prefix",
+                "is only supported with sample_layout = \"step\"",
+            ));
+        }
         self.check_backend()
     }
 
@@ -292,6 +298,25 @@ mod tests {
             let e = cfg.validate().unwrap_err().to_string();
             assert!(e.contains(field), "{field}: {e}");
         }
+    }
+
+    #[test]
+    fn answer_shaping_fields_are_checked() {
+        let mut cfg = TrainConfig::default();
+        cfg.set("rollout.stop", r#"["</action>", ""]"#).unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("rollout.stop"), "{e}");
+        let mut cfg = TrainConfig::default();
+        cfg.set("rollout.response_prefix", r#""<action>""#).unwrap();
+        cfg.set("sample_layout", "trajectory").unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("rollout.response_prefix"), "{e}");
+        cfg.set("sample_layout", "step").unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.eval_plan().stop, Vec::<String>::new());
+        cfg.set("rollout.stop", r#"["</action>"]"#).unwrap();
+        assert_eq!(cfg.eval_plan().stop, vec!["</action>".to_string()]);
+        assert_eq!(cfg.sampling().stop_strings, vec!["</action>".to_string()]);
     }
 
     #[test]

@@ -30,7 +30,7 @@ const CONTEXT_STEP: usize = 256;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EpisodeShape<'a> {
     /// How prompts are built.
-    pub style: PromptStyle,
+    pub style: &'a PromptStyle,
     /// The instructions (system turn), if shown.
     pub instructions: Option<&'a str>,
     /// Most turns of an episode.
@@ -81,7 +81,7 @@ pub fn sized_context(tokens: usize) -> usize {
 
 /// Checks that a sequence of `needed` tokens, after `turns` turns of prompts built in `style`,
 /// fits `policy`'s context.
-pub fn fits(policy: &Policy, style: PromptStyle, needed: usize, turns: usize) -> Result<()> {
+pub fn fits(policy: &Policy, style: &PromptStyle, needed: usize, turns: usize) -> Result<()> {
     if needed > policy.config().max_position_embeddings {
         return Err(too_long(style, policy, needed, turns));
     }
@@ -90,7 +90,7 @@ pub fn fits(policy: &Policy, style: PromptStyle, needed: usize, turns: usize) ->
 
 /// Checks that a sequence of `needed` tokens, after `turns` turns of prompts built in `style`,
 /// fits the `context` tokens that inference servers serve (their `--max-model-len`).
-pub fn fits_served(style: PromptStyle, context: usize, needed: usize, turns: usize) -> Result<()> {
+pub fn fits_served(style: &PromptStyle, context: usize, needed: usize, turns: usize) -> Result<()> {
     if needed <= context {
         return Ok(());
     }
@@ -106,7 +106,7 @@ pub fn fits_served(style: PromptStyle, context: usize, needed: usize, turns: usi
 }
 
 /// The layout's name and the history field that lengthens its prompts.
-fn layout_words(style: PromptStyle) -> (&'static str, &'static str) {
+fn layout_words(style: &PromptStyle) -> (&'static str, &'static str) {
     if style.chat {
         ("trajectory", "")
     } else {
@@ -115,7 +115,7 @@ fn layout_words(style: PromptStyle) -> (&'static str, &'static str) {
 }
 
 /// The error for a sequence of `needed` tokens after `steps` turns.
-fn too_long(style: PromptStyle, policy: &Policy, needed: usize, steps: usize) -> TrainError {
+fn too_long(style: &PromptStyle, policy: &Policy, needed: usize, steps: usize) -> TrainError {
     let (layout, history) = layout_words(style);
     let context_field = context_field(policy);
     let longer = if policy.source() == "tiny" {
@@ -211,8 +211,9 @@ mod tests {
             ..SamplingParams::default()
         };
         let instructions = env.build().unwrap().instructions();
+        let style = trajectory_config().prompt_style();
         let shape = EpisodeShape {
-            style: trajectory_config().prompt_style(),
+            style: &style,
             instructions: Some(&instructions),
             max_steps: 4,
             max_new_tokens: 3,
@@ -224,6 +225,7 @@ mod tests {
             max_steps: 4,
             prompt: PromptStyle {
                 instructions: true,
+                response_prefix: String::new(),
                 ..shape.style
             },
             sampling: &sampling,

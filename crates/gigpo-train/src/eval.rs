@@ -221,6 +221,8 @@ pub struct EvalPlan {
     pub max_new_tokens: usize,
     /// How prompts are built, as in training.
     pub prompt: PromptStyle,
+    /// Stop strings of answers, as in training (`rollout.stop`).
+    pub stop: Vec<String>,
 }
 
 /// The held-out levels of a run and their baselines.
@@ -323,13 +325,16 @@ fn play(
     seeds: &[u64],
     temperature: f64,
 ) -> Result<PolicyEval> {
-    let sampling = plan.eval.sampling(temperature, plan.max_new_tokens);
+    let sampling = SamplingParams {
+        stop_strings: plan.stop.clone(),
+        ..plan.eval.sampling(temperature, plan.max_new_tokens)
+    };
     let rollout_plan = RolloutPlan {
         env: &plan.env,
         seeds,
         group_size: 1,
         max_steps: plan.max_steps,
-        prompt: plan.prompt,
+        prompt: plan.prompt.clone(),
         sampling: &sampling,
         sample_seed: mix_seed(plan.seed ^ EVAL_STREAM, 0),
     };

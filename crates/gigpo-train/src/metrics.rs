@@ -45,6 +45,8 @@ pub mod names {
     pub const ENV_FAULTS: &str = "env/faults";
     pub const SAMPLER_FAULTS: &str = "rollout/sampler_faults";
     pub const ROLLOUT_TOKENS_PER_S: &str = "perf/rollout_tokens_per_s";
+    pub const ROLLOUT_PROMPT_TOKENS_PER_S: &str = "perf/rollout_prompt_tokens_per_s";
+    pub const UPDATE_TOKENS_PER_S: &str = "perf/update_tokens_per_s";
     pub const TIME_WEIGHT_SYNC: &str = "time/weight_sync_s";
     pub const EVAL_SUCCESS: &str = "eval/success_rate";
     pub const EVAL_RETURN: &str = "eval/mean_return";

@@ -49,7 +49,7 @@ pub fn load_checkpoint(dir: &Path) -> Result<(Policy, TrainConfig)> {
 /// environments are checked when a rollout starts instead.
 pub fn check_context(cfg: &TrainConfig, sampler: &dyn Sampler) -> Result<()> {
     match cfg.episode_tokens(sampler.tokenizer())? {
-        Some(needed) => sampler.fits(cfg.prompt_style(), needed, cfg.rollout.max_steps),
+        Some(needed) => sampler.fits(&cfg.prompt_style(), needed, cfg.rollout.max_steps),
         None => Ok(()),
     }
 }

@@ -35,7 +35,7 @@ pub enum HistoryAction {
 }
 
 /// How the prompts of an episode are built.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PromptStyle {
     /// `true`: each turn is sampled from the running chat (the trajectory layout); `false`:
     /// from a single-turn prompt with a window of history (the step layout).
@@ -46,6 +46,17 @@ pub struct PromptStyle {
     pub history_action: HistoryAction,
     /// Put the environment's instructions in the system turn.
     pub instructions: bool,
+    /// Text written at the start of the assistant turn of a single-turn prompt, before the
+    /// model's answer (`rollout.response_prefix`); empty for none.
+    pub response_prefix: String,
+}
+
+impl PromptStyle {
+    /// The text the environment reads for a generated answer: the response prefix, then the
+    /// generated text.
+    pub fn answer_text(&self, generated: &str) -> String {
+        format!("{}{generated}", self.response_prefix)
+    }
 }
 
 /// The action text a history line shows for a generated answer.
@@ -280,7 +291,9 @@ pub fn next_prompt(
         })
         .collect();
     let user = user_message(&history, &obs.text, admissible);
-    let ids = tok.encode(&step_prompt_text(tok, instructions, &user)?)?;
+    let mut text = step_prompt_text(tok, instructions, &user)?;
+    text.push_str(&style.response_prefix);
+    let ids = tok.encode(&text)?;
     Ok((user, ids))
 }
 

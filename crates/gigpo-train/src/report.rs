@@ -73,6 +73,14 @@ impl IterationReport<'_> {
             names::ROLLOUT_TOKENS_PER_S,
             r.generated_tokens as f64 / r.seconds.max(1e-9),
         );
+        put(
+            names::ROLLOUT_PROMPT_TOKENS_PER_S,
+            r.prompt_tokens as f64 / r.seconds.max(1e-9),
+        );
+        put(
+            names::UPDATE_TOKENS_PER_S,
+            up.sequence_tokens / self.update_seconds.max(1e-9),
+        );
         put(names::ENV_FAULTS, r.faults as f64);
         put(names::SAMPLER_FAULTS, r.sampler_faults as f64);
         if let Some(s) = self.sync_seconds {

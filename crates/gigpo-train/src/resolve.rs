@@ -139,6 +139,7 @@ impl TrainConfig {
             history_length: self.history_length(),
             history_action: self.rollout.history_action,
             instructions: self.instructions(),
+            response_prefix: self.rollout.response_prefix.clone(),
         }
     }
 
@@ -211,6 +212,7 @@ impl TrainConfig {
             max_steps: self.rollout.max_steps,
             max_new_tokens: self.max_new_tokens(),
             prompt: self.prompt_style(),
+            stop: self.rollout.stop.clone(),
         }
     }
 
@@ -235,8 +237,9 @@ impl TrainConfig {
         let Some((obs, instructions)) = self.first_observation()? else {
             return Ok(None);
         };
+        let style = self.prompt_style();
         let shape = EpisodeShape {
-            style: self.prompt_style(),
+            style: &style,
             instructions: self.instructions().then_some(instructions.as_str()),
             max_steps: self.rollout.max_steps,
             max_new_tokens: self.max_new_tokens(),

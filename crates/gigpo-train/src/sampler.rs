@@ -47,7 +47,7 @@ pub trait Sampler {
 
     /// Checks that a sequence of `needed` tokens, after `turns` turns of prompts built in
     /// `style`, fits the context the sampler serves.
-    fn fits(&self, style: PromptStyle, needed: usize, turns: usize) -> Result<()>;
+    fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> Result<()>;
 }
 
 impl Sampler for Policy {
@@ -65,7 +65,7 @@ impl Sampler for Policy {
         Ok(gens.into_iter().map(Ok).collect())
     }
 
-    fn fits(&self, style: PromptStyle, needed: usize, turns: usize) -> Result<()> {
+    fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> Result<()> {
         context::fits(self, style, needed, turns)
     }
 }

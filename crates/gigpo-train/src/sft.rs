@@ -287,7 +287,7 @@ impl Episode<'_> {
 }
 
 /// The answer to train on: the bare word where the environment accepts it, else the tagged
-/// form; followed by EOS when `max_new_tokens` leaves room for it.
+/// form, without the response prefix (which the prompt holds); followed by EOS when `max_new_tokens` leaves room for it.
 fn answer_tokens(plan: &SftPlan, tok: &Tokenizer, dir: Direction) -> Result<Vec<u32>> {
     let bare = match &plan.env {
         EnvSpec::Sokoban(c) => c.action_format == ActionFormat::TaggedOrBare,
@@ -298,7 +298,14 @@ fn answer_tokens(plan: &SftPlan, tok: &Tokenizer, dir: Direction) -> Result<Vec<
     } else {
         format!("<action>{dir}</action>")
     };
-    let mut ids = tok.encode(&text)?;
+    let prefix = plan.prompt.response_prefix.as_str();
+    let text = text.strip_prefix(prefix).ok_or_else(|| {
+        TrainError::config(
+            "rollout.response_prefix",
+            format!("the demonstrated answer {text:?} does not start with {prefix:?}"),
+        )
+    })?;
+    let mut ids = tok.encode(text)?;
     if ids.len() > plan.max_new_tokens {
         return Err(TrainError::config(
             "rollout.max_new_tokens",

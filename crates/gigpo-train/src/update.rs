@@ -181,6 +181,9 @@ pub struct UpdateStats {
     pub grad_norm: f64,
     /// Trained tokens scored, over all passes.
     pub tokens: f64,
+    /// Tokens of the trained sequences (prompt and response) through the forward and backward
+    /// passes, summed over optimizer steps.
+    pub sequence_tokens: f64,
 }
 
 impl UpdateStats {
@@ -192,9 +195,10 @@ impl UpdateStats {
         self.clip_fraction += s.clip_fraction;
         self.grad_norm += s.grad_norm;
         self.tokens += s.tokens;
+        self.sequence_tokens += s.sequence_tokens;
     }
 
-    /// The means over `steps` optimizer steps of the sums in `self` (tokens stay summed).
+    /// The means over `steps` optimizer steps of the sums in `self` (token counts stay summed).
     fn mean(self, steps: usize) -> Self {
         let n = steps.max(1) as f64;
         Self {
@@ -205,6 +209,7 @@ impl UpdateStats {
             clip_fraction: self.clip_fraction / n,
             grad_norm: self.grad_norm / n,
             tokens: self.tokens,
+            sequence_tokens: self.sequence_tokens,
         }
     }
 }
@@ -380,6 +385,7 @@ impl Step<'_> {
             out.kl += l.kl;
             out.entropy += l.entropy;
             out.tokens += l.tokens;
+            out.sequence_tokens += micro.iter().map(|s| s.tokens.len() as f64).sum::<f64>();
             clipped += l.clip_fraction * l.tokens;
             grads = Some(match grads {
                 None => g,

@@ -39,6 +39,14 @@ pub struct RolloutConfig {
     /// 1 for the tiny built-in model, whose action words (`up`, `left`, ...) are single tokens
     /// of its vocabulary, so one token is a complete bare-word action.
     pub max_new_tokens: Option<usize>,
+    /// Text every answer starts with, written at the start of the assistant turn before
+    /// sampling (an assistant prefill, e.g. `"<action>"`): the model writes only what follows,
+    /// and the environment reads the prefix and the generated text together. It is part of the
+    /// prompt, so it is never trained. Only with `sample_layout = "step"`. Default `""` (none).
+    pub response_prefix: String,
+    /// Stop strings: an answer ends once its generated text contains one of them (the stop
+    /// string is kept in the answer), e.g. `["</action>"]`. Default none.
+    pub stop: Vec<String>,
     /// Draw training levels from a fixed pool of this many training seeds instead of fresh
     /// ones every iteration. Default none (fresh levels).
     pub train_levels: Option<usize>,
@@ -76,6 +84,8 @@ impl Default for RolloutConfig {
             top_p: 1.0,
             top_k: 0,
             max_new_tokens: None,
+            response_prefix: String::new(),
+            stop: Vec::new(),
             train_levels: None,
             backend: RolloutBackend::Candle,
             endpoints: Vec::new(),
@@ -110,6 +120,12 @@ impl RolloutConfig {
             ));
         }
         checks::sampling("rollout", self.temperature, self.top_p)?;
+        if self.stop.iter().any(String::is_empty) {
+            return Err(TrainError::config(
+                "rollout.stop",
+                "a stop string must not be empty",
+            ));
+        }
         match self.backend {
             RolloutBackend::Candle if !self.endpoints.is_empty() => Err(TrainError::config(
                 "rollout.endpoints",
@@ -130,7 +146,7 @@ impl RolloutConfig {
             top_p: self.top_p,
             top_k: self.top_k,
             max_new_tokens,
-            stop_strings: Vec::new(),
+            stop_strings: self.stop.clone(),
         }
     }
 }

@@ -71,14 +71,14 @@ pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout>
         .collect();
     let tok = sampler.tokenizer();
     let shape = EpisodeShape {
-        style: plan.prompt,
+        style: &plan.prompt,
         instructions: instructions.as_deref(),
         max_steps: plan.max_steps,
         max_new_tokens: plan.sampling.max_new_tokens,
     };
     if let Some(obs) = pool.active().first().and_then(|&i| pool.observation(i)) {
         let needed = longest_sequence(tok, &shape, obs)?;
-        sampler.fits(plan.prompt, needed, plan.max_steps)?;
+        sampler.fits(&plan.prompt, needed, plan.max_steps)?;
     }
     let mut cut: HashSet<EnvIndex> = HashSet::new();
     let (mut generated_tokens, mut prompt_tokens) = (0, 0);
@@ -102,7 +102,7 @@ pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout>
             let (user, prompt) =
                 next_prompt(tok, &plan.prompt, instructions.as_deref(), &past, &obs)?;
             let needed = prompt.len() + plan.sampling.max_new_tokens;
-            sampler.fits(plan.prompt, needed, t + 1)?;
+            sampler.fits(&plan.prompt, needed, t + 1)?;
             turns.push(Turn {
                 index,
                 prompt,
@@ -133,7 +133,7 @@ pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout>
         }
         let actions: Vec<(EnvIndex, String)> = sampled
             .iter()
-            .map(|(turn, g)| (turn.index, g.text.clone()))
+            .map(|(turn, g)| (turn.index, plan.prompt.answer_text(&g.text)))
             .collect();
         let results = pool.step(&actions)?;
         let last = t + 1 == plan.max_steps;
@@ -146,7 +146,7 @@ pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout>
                 logprobs: gen.logprobs,
                 observation: turn.obs.text,
                 admissible: turn.obs.admissible_actions,
-                action_text: gen.text,
+                action_text: plan.prompt.answer_text(&gen.text),
                 anchor: turn.obs.anchor,
                 reward: o.reward,
                 action_valid: o.action_valid,
@@ -228,6 +228,7 @@ mod tests {
                 history_length: 2,
                 history_action: HistoryAction::Parsed,
                 instructions: false,
+                response_prefix: String::new(),
             },
             sampling,
             sample_seed: 11,
@@ -314,7 +315,7 @@ mod tests {
                 .collect())
         }
 
-        fn fits(&self, style: PromptStyle, needed: usize, turns: usize) -> Result<()> {
+        fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> Result<()> {
             self.policy.fits(style, needed, turns)
         }
     }
@@ -360,5 +361,68 @@ mod tests {
         r.assign_advantages(&AdvantageConfig::default()).unwrap();
         let samples = r.samples(crate::samples::SampleLayout::Step).unwrap();
         assert_eq!(samples.len(), 3 + 3 * 4);
+    }
+
+    /// The policy's tokens, but every answer's text is `text`.
+    struct Answers {
+        policy: Policy,
+        text: &'static str,
+    }
+
+    impl Sampler for Answers {
+        fn tokenizer(&self) -> &Tokenizer {
+            self.policy.tokenizer()
+        }
+
+        fn generate(
+            &self,
+            prompts: &[Vec<u32>],
+            params: &SamplingParams,
+            seed: u64,
+        ) -> Result<Vec<crate::sampler::RowResult>> {
+            let gens: Vec<Generation> = self.policy.generate(prompts, params, seed)?;
+            Ok(gens
+                .into_iter()
+                .map(|g| {
+                    Ok(Generation {
+                        text: self.text.to_string(),
+                        ..g
+                    })
+                })
+                .collect())
+        }
+
+        fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> Result<()> {
+            self.policy.fits(style, needed, turns)
+        }
+    }
+
+    #[test]
+    fn the_response_prefix_ends_the_prompt_and_starts_the_answer() {
+        let env = EnvSpec::Sokoban(SokobanConfig::default());
+        let sampling = SamplingParams {
+            max_new_tokens: 2,
+            ..SamplingParams::default()
+        };
+        let seeds = [5];
+        let answers = Answers {
+            policy: tiny(),
+            text: "up</action>",
+        };
+        let without = collect(&answers, &plan(&env, &seeds, &sampling)).unwrap();
+        assert!(without.trajectories[0].steps.iter().all(|s| !s.action_valid));
+        let mut with = plan(&env, &seeds, &sampling);
+        with.prompt.response_prefix = "<action>".into();
+        let r = collect(&answers, &with).unwrap();
+        let step = &r.trajectories[0].steps[0];
+        assert!(step.action_valid, "the environment reads prefix + answer");
+        assert_eq!(step.action_text, "<action>up</action>");
+        let prompt = answers.tokenizer().decode_raw(&step.prompt).unwrap();
+        assert!(prompt.ends_with("<|im_start|>assistant\n<action>"), "{prompt}");
+        let second = answers
+            .tokenizer()
+            .decode_raw(&r.trajectories[0].steps[1].prompt)
+            .unwrap();
+        assert!(second.contains("Action: up\n"), "history shows the parsed action: {second}");
     }
 }

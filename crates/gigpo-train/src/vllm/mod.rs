@@ -404,7 +404,7 @@ impl Sampler for VllmSampler {
         Ok(rows.into_iter().map(|r| r.result).collect())
     }
 
-    fn fits(&self, style: PromptStyle, needed: usize, turns: usize) -> Result<()> {
+    fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> Result<()> {
         context::fits_served(style, self.context, needed, turns)
     }
 }
