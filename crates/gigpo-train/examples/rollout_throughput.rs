@@ -133,7 +133,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             seeds: &seeds,
             group_size: args.group_size,
             max_steps: args.steps,
-            prompt,
+            prompt: prompt.clone(),
             sampling: &sampling,
             sample_seed: round as u64,
         };

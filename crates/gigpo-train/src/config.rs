@@ -207,7 +207,9 @@ impl TrainConfig {
             .validate()
             .map_err(|e| TrainError::config("algorithm", e.to_string()))?;
         self.checkpoint.validate()?;
-        if !self.rollout.response_prefix.is_empty() && self.sample_layout == SampleLayout::Trajectory {
+        if !self.rollout.response_prefix.is_empty()
+            && self.sample_layout == SampleLayout::Trajectory
+        {
             return Err(TrainError::config(
                 "rollout.response_prefix",
                 "is only supported with sample_layout = \"step\"",

@@ -55,7 +55,7 @@ pub fn longest_sequence(
         action_text: &text,
     };
     let past = vec![turn; shape.max_steps.saturating_sub(1)];
-    let (_, prompt) = next_prompt(tok, &shape.style, shape.instructions, &past, obs)?;
+    let (_, prompt) = next_prompt(tok, shape.style, shape.instructions, &past, obs)?;
     Ok(prompt.len() + shape.max_new_tokens)
 }
 
@@ -226,7 +226,7 @@ mod tests {
             prompt: PromptStyle {
                 instructions: true,
                 response_prefix: String::new(),
-                ..shape.style
+                ..shape.style.clone()
             },
             sampling: &sampling,
             sample_seed: 1,

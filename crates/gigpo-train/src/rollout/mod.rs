@@ -410,7 +410,10 @@ mod tests {
             text: "up</action>",
         };
         let without = collect(&answers, &plan(&env, &seeds, &sampling)).unwrap();
-        assert!(without.trajectories[0].steps.iter().all(|s| !s.action_valid));
+        assert!(without.trajectories[0]
+            .steps
+            .iter()
+            .all(|s| !s.action_valid));
         let mut with = plan(&env, &seeds, &sampling);
         with.prompt.response_prefix = "<action>".into();
         let r = collect(&answers, &with).unwrap();
@@ -418,11 +421,17 @@ mod tests {
         assert!(step.action_valid, "the environment reads prefix + answer");
         assert_eq!(step.action_text, "<action>up</action>");
         let prompt = answers.tokenizer().decode_raw(&step.prompt).unwrap();
-        assert!(prompt.ends_with("<|im_start|>assistant\n<action>"), "{prompt}");
+        assert!(
+            prompt.ends_with("<|im_start|>assistant\n<action>"),
+            "{prompt}"
+        );
         let second = answers
             .tokenizer()
             .decode_raw(&r.trajectories[0].steps[1].prompt)
             .unwrap();
-        assert!(second.contains("Action: up\n"), "history shows the parsed action: {second}");
+        assert!(
+            second.contains("Action: up\n"),
+            "history shows the parsed action: {second}"
+        );
     }
 }
