@@ -68,14 +68,20 @@ impl EvalConfig {
         checks::sampling("eval", self.temperature, self.top_p)
     }
 
-    /// The sampling parameters of an evaluation at `temperature` (0 = greedy).
-    pub fn sampling(&self, temperature: f64, max_new_tokens: usize) -> SamplingParams {
+    /// The sampling parameters of an evaluation at `temperature` (0 = greedy), with the
+    /// answers' length and stop strings of training.
+    pub fn sampling(
+        &self,
+        temperature: f64,
+        max_new_tokens: usize,
+        stop: &[String],
+    ) -> SamplingParams {
         SamplingParams {
             temperature,
             top_p: self.top_p,
             top_k: self.top_k,
             max_new_tokens,
-            ..SamplingParams::default()
+            stop_strings: stop.to_vec(),
         }
     }
 }
@@ -325,10 +331,9 @@ fn play(
     seeds: &[u64],
     temperature: f64,
 ) -> Result<PolicyEval> {
-    let sampling = SamplingParams {
-        stop_strings: plan.stop.clone(),
-        ..plan.eval.sampling(temperature, plan.max_new_tokens)
-    };
+    let sampling = plan
+        .eval
+        .sampling(temperature, plan.max_new_tokens, &plan.stop);
     let rollout_plan = RolloutPlan {
         env: &plan.env,
         seeds,

@@ -282,14 +282,24 @@ mod tests {
         assert!((stats.mean_return - (-0.4)).abs() < 1e-9);
     }
 
-    /// The policy, except that in call `fail_at` the rows with an odd number fault.
-    struct Flaky {
+    /// The policy, each row of its answers passed through `edit(call, row, generation)`.
+    struct Edited {
         policy: Policy,
-        fail_at: usize,
+        edit: fn(usize, usize, Generation) -> crate::sampler::RowResult,
         calls: std::cell::Cell<usize>,
     }
 
-    impl Sampler for Flaky {
+    impl Edited {
+        fn new(edit: fn(usize, usize, Generation) -> crate::sampler::RowResult) -> Self {
+            Self {
+                policy: tiny(),
+                edit,
+                calls: Default::default(),
+            }
+        }
+    }
+
+    impl Sampler for Edited {
         fn tokenizer(&self) -> &Tokenizer {
             self.policy.tokenizer()
         }
@@ -305,13 +315,7 @@ mod tests {
             Ok(gens
                 .into_iter()
                 .enumerate()
-                .map(|(i, g)| {
-                    if call == self.fail_at && i % 2 == 1 {
-                        Err(RowFault(format!("server gone (row {i})")))
-                    } else {
-                        Ok(g)
-                    }
-                })
+                .map(|(i, g)| (self.edit)(call, i, g))
                 .collect())
         }
 
@@ -328,11 +332,14 @@ mod tests {
             ..SamplingParams::default()
         };
         let seeds = [5, 9];
-        let flaky = Flaky {
-            policy: tiny(),
-            fail_at: 1,
-            calls: Default::default(),
-        };
+        // In the second call the rows with an odd number fault.
+        let flaky = Edited::new(|call, i, g| {
+            if call == 1 && i % 2 == 1 {
+                Err(RowFault(format!("server gone (row {i})")))
+            } else {
+                Ok(g)
+            }
+        });
         let r = collect(&flaky, &plan(&env, &seeds, &sampling)).unwrap();
         let clean = collect(&flaky.policy, &plan(&env, &seeds, &sampling)).unwrap();
         // Rows 1, 3, 5 of the second call fault: their episodes end after one good step.
@@ -363,40 +370,6 @@ mod tests {
         assert_eq!(samples.len(), 3 + 3 * 4);
     }
 
-    /// The policy's tokens, but every answer's text is `text`.
-    struct Answers {
-        policy: Policy,
-        text: &'static str,
-    }
-
-    impl Sampler for Answers {
-        fn tokenizer(&self) -> &Tokenizer {
-            self.policy.tokenizer()
-        }
-
-        fn generate(
-            &self,
-            prompts: &[Vec<u32>],
-            params: &SamplingParams,
-            seed: u64,
-        ) -> Result<Vec<crate::sampler::RowResult>> {
-            let gens: Vec<Generation> = self.policy.generate(prompts, params, seed)?;
-            Ok(gens
-                .into_iter()
-                .map(|g| {
-                    Ok(Generation {
-                        text: self.text.to_string(),
-                        ..g
-                    })
-                })
-                .collect())
-        }
-
-        fn fits(&self, style: &PromptStyle, needed: usize, turns: usize) -> Result<()> {
-            self.policy.fits(style, needed, turns)
-        }
-    }
-
     #[test]
     fn the_response_prefix_ends_the_prompt_and_starts_the_answer() {
         let env = EnvSpec::Sokoban(SokobanConfig::default());
@@ -405,10 +378,13 @@ mod tests {
             ..SamplingParams::default()
         };
         let seeds = [5];
-        let answers = Answers {
-            policy: tiny(),
-            text: "up</action>",
-        };
+        // The policy's tokens, but every answer's text is "up</action>".
+        let answers = Edited::new(|_, _, g| {
+            Ok(Generation {
+                text: "up</action>".into(),
+                ..g
+            })
+        });
         let without = collect(&answers, &plan(&env, &seeds, &sampling)).unwrap();
         assert!(without.trajectories[0]
             .steps

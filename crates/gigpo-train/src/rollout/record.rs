@@ -184,7 +184,8 @@ impl Rollout {
     }
 
     /// The advantage batch of the steps that count (group = episode group, trajectory =
-    /// member, each step with its [`StepRecord::action_key`]), with each trajectory's id in it (`None` for one without a counted step).
+    /// member, each step with its [`StepRecord::action_key`]), with each trajectory's id in it
+    /// (`None` for one without a counted step).
     pub fn to_batch(&self) -> Result<(Batch, Vec<Option<TrajId>>)> {
         let mut b = BatchBuilder::new();
         let mut ids = Vec::with_capacity(self.trajectories.len());
@@ -193,16 +194,14 @@ impl Rollout {
                 ids.push(None);
                 continue;
             }
-            let actions: Vec<String> = t.counted_steps().map(StepRecord::action_key).collect();
-            let steps = t
-                .counted_steps()
-                .zip(&actions)
-                .map(|(s, action)| StepInput {
-                    anchor: &s.anchor,
-                    reward: s.reward,
-                    action_valid: s.action_valid,
-                    action: Some(action),
-                });
+            let keyed: Vec<(&StepRecord, String)> =
+                t.counted_steps().map(|s| (s, s.action_key())).collect();
+            let steps = keyed.iter().map(|(s, action)| StepInput {
+                anchor: &s.anchor,
+                reward: s.reward,
+                action_valid: s.action_valid,
+                action: Some(action),
+            });
             ids.push(Some(b.push_numbered(t.group, t.member, steps)?));
         }
         Ok((b.build(), ids))
