@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throughput of a real model's training iteration: gigpo against transformers + PEFT on the same
 # machine and the same work (configs/smollm2-frozenlake.toml: SmolLM2-135M-Instruct with a
-# rank-8 LoRA, 32 FrozenLake 3x3 episodes per iteration, answers prefilled with "<action>").
+# rank-8 LoRA, FrozenLake 3x3, answers prefilled with "<action>"; torch_iteration.py reads the
+# shapes from the config).
 # gigpo's side is ITERATIONS iterations of `gigpo train` with that config (no evaluation), read
 # from its metrics.jsonl: the rollout of the first iteration (the prompted policy, which is what
 # PyTorch samples: its optimizer runs at lr 0) and the median update; PyTorch's is

@@ -2,15 +2,17 @@
 """transformers + PEFT half of bench/real-model/run.sh: the work of one training iteration of
 configs/smollm2-frozenlake.toml, done the usual PyTorch way on the CPU.
 
-    torch_iteration.py MODEL_DIR THREADS [ROUNDS]
+    torch_iteration.py MODEL_DIR THREADS [ROUNDS] [CONFIG]
 
-MODEL_DIR is a Hugging Face directory (`gigpo model convert` of the GGUF file). A rank-8 LoRA
-(alpha 16) on every projection, as gigpo's pretrained profile. Each round:
-- rollout: ROWS = 24 prompts (the instructions, FrozenLake 3x3 maps in the user turn, the chat
-  template, the answer prefilled with "<action>"), sampled at temperature 1 with `generate`
-  (KV cache, at most 8 new tokens, stopping at "</action>"), STEPS = 8 times;
-- update: the 8 x 24 prompt + answer sequences, forward and backward in micro-batches of 8 with
-  the PPO-clipped loss on the answer tokens, gradient clipping and one AdamW step.
+MODEL_DIR is a Hugging Face directory (`gigpo model convert` of the GGUF file); CONFIG (default
+configs/smollm2-frozenlake.toml) gives the shapes: its system prompt, episodes per iteration
+(groups x num_generations), steps, reply length and micro-batch. A rank-8 LoRA (alpha 16) on
+every projection, as gigpo's pretrained profile. Each round:
+- rollout: one prompt per episode (the system prompt, a FrozenLake 3x3 map in the user turn, the
+  chat template, the answer prefilled with "<action>"), sampled at temperature 1 with `generate`
+  (KV cache, stopping at "</action>"), once per step;
+- update: the prompt + answer sequences of every step, forward and backward in micro-batches
+  with the PPO-clipped loss on the answer tokens, gradient clipping and one AdamW step.
 Prints one JSON object: prompt and generated tokens per second of the rollout, and tokens of
 the trained sequences per second of the update (medians over ROUNDS after one warm-up round).
 """
@@ -20,28 +22,25 @@ import random
 import statistics
 import sys
 import time
+import tomllib
 
 import torch
 from peft import LoraConfig, get_peft_model
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-ROWS, STEPS, MICRO, NEW = 24, 8, 8, 8
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
-# The environment's instructions (crates/gigpo-env/src/frozenlake.rs), the system turn of every
-# prompt of the config.
-INSTRUCTIONS = (
-    "You are walking on a frozen lake, shown as a grid: start S, frozen ice F, hole H, goal G; "
-    "you are P (X if you fell into a hole, W on the goal). Reach the goal without stepping into "
-    "a hole. Each action moves you one cell: up, down, left or right; moving off the edge leaves "
-    "you in place. Reward: 1 for reaching the goal, 0 otherwise. You have at most 8 steps. "
-    "Answer with <think>your reasoning</think> followed by <action>up</action>, "
-    "<action>down</action>, <action>left</action> or <action>right</action>."
-)
+def shapes(path):
+    """(system prompt, episodes, steps, new tokens, micro-batch) of a gigpo config."""
+    with open(path, "rb") as f:
+        cfg = tomllib.load(f)
+    r, u = cfg["rollout"], cfg["update"]
+    return (r["system_prompt"], r["groups"] * r["num_generations"], r["max_steps"],
+            r["max_new_tokens"], u["micro_batch_size"])
 
 
-def frozenlake_prompt(tok, rng):
+def frozenlake_prompt(tok, rng, system):
     cells = [["F"] * 3 for _ in range(3)]
     for r in range(3):
         for c in range(3):
@@ -50,19 +49,19 @@ def frozenlake_prompt(tok, rng):
     cells[0][0], cells[2][2] = "P", "G"
     grid = "\n".join(" ".join(row) for row in cells)
     user = f"Current observation:\n{grid}\nAdmissible actions: up, down, left, right"
-    messages = [{"role": "system", "content": INSTRUCTIONS}, {"role": "user", "content": user}]
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return text + "<action>"
 
 
-def rollout(model, tok, prompts):
+def rollout(model, tok, prompts, new_tokens):
     """One batch per step; returns (prompt tokens, generated tokens, seconds, sequences)."""
     enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
     n_prompt = int(enc.attention_mask.sum())
     t = time.perf_counter()
     with torch.inference_mode():
         out = model.generate(**enc, do_sample=True, temperature=1.0, top_p=1.0, top_k=0,
-                             max_new_tokens=NEW, stop_strings=["</action>"], tokenizer=tok,
+                             max_new_tokens=new_tokens, stop_strings=["</action>"], tokenizer=tok,
                              pad_token_id=tok.pad_token_id)
     secs = time.perf_counter() - t
     new = out[:, enc.input_ids.shape[1]:]
@@ -75,14 +74,14 @@ def rollout(model, tok, prompts):
     return n_prompt, n_new, secs, seqs
 
 
-def update(model, opt, seqs, gen):
+def update(model, opt, seqs, gen, micro_size):
     """Forward and backward of every sequence in micro-batches, one optimizer step."""
     total = sum(len(r) for _, r in seqs)
     n_tokens = 0
     t = time.perf_counter()
     opt.zero_grad()
-    for k in range(0, len(seqs), MICRO):
-        micro = seqs[k:k + MICRO]
+    for k in range(0, len(seqs), micro_size):
+        micro = seqs[k:k + micro_size]
         width = max(len(p) + len(r) for p, r in micro)
         ids = torch.zeros((len(micro), width), dtype=torch.long)
         mask = torch.zeros((len(micro), width), dtype=torch.long)
@@ -108,6 +107,8 @@ def update(model, opt, seqs, gen):
 def main():
     model_dir, threads = sys.argv[1], int(sys.argv[2])
     rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    config = sys.argv[4] if len(sys.argv) > 4 else "configs/smollm2-frozenlake.toml"
+    system, rows, steps, new_tokens, micro_size = shapes(config)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     tok = AutoTokenizer.from_pretrained(model_dir)
@@ -128,11 +129,12 @@ def main():
         secs = 0.0
         seqs = []
         model.eval()
-        for _ in range(STEPS):
-            p, g, s, q = rollout(model, tok, [frozenlake_prompt(tok, rng) for _ in range(ROWS)])
+        for _ in range(steps):
+            prompts = [frozenlake_prompt(tok, rng, system) for _ in range(rows)]
+            p, g, s, q = rollout(model, tok, prompts, new_tokens)
             n_prompt, n_new, secs, seqs = n_prompt + p, n_new + g, secs + s, seqs + q
         model.train()
-        n_seq, up_secs = update(model, opt, seqs, gen)
+        n_seq, up_secs = update(model, opt, seqs, gen, micro_size)
         if round_ == 0:
             continue
         rates["prompt"].append(n_prompt / secs)

@@ -19,6 +19,28 @@ use clap::{Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+extern "C" {
+    /// mimalloc's setter of one of its options (linked in with the allocator above).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
+
+/// mimalloc's `mi_option_purge_delay` (the same position in the option enum of mimalloc 2 and 3):
+/// milliseconds before freed memory goes back to the kernel, `-1` for never.
+const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+
+/// Keeps freed memory in the process instead of handing it back to the kernel 10 ms later
+/// (mimalloc's default). Every micro-batch of an update frees and allocates again the same few
+/// hundred megabytes of activations; handing them back and faulting them in again cost 13 % of
+/// the update time of SmolLM2-135M on 2 cores. The resident size stays at its peak instead of
+/// shrinking between updates; the peak itself is the same. `MIMALLOC_PURGE_DELAY`, when set,
+/// wins.
+fn keep_freed_memory() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+        // SAFETY: a plain setter of an integer option, called before any other thread exists.
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
+    }
+}
+
 #[derive(Parser)]
 #[command(
     name = "gigpo",
@@ -47,6 +69,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    keep_freed_memory();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -352,6 +352,7 @@ fn check_kill(model: &Path, run_dir: &Path, server: &mut Server) {
             history_length: 0,
             history_action: HistoryAction::Parsed,
             instructions: false,
+            system_prompt: None,
             response_prefix: String::new(),
         },
         sampling: &sampling,

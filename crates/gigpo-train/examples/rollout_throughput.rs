@@ -120,6 +120,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         history_length: 2,
         history_action: HistoryAction::Parsed,
         instructions: true,
+        system_prompt: None,
         response_prefix: String::new(),
     };
     // Round 0 warms up (the server's first batches, the allocator); the rest are measured.

@@ -322,6 +322,30 @@ mod tests {
     }
 
     #[test]
+    fn a_system_prompt_turns_the_instructions_on_and_is_checked() {
+        let mut cfg = TrainConfig::default();
+        assert!(
+            !cfg.prompt_style().instructions,
+            "the tiny model reads none"
+        );
+        cfg.set("rollout.system_prompt", r#""Reach the goal.""#)
+            .unwrap();
+        cfg.validate().unwrap();
+        let style = cfg.prompt_style();
+        assert_eq!(
+            style.system_turn(|| unreachable!("the system prompt replaces them")),
+            Some("Reach the goal.".to_string())
+        );
+        cfg.set("rollout.instructions", "false").unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("rollout.system_prompt"), "{e}");
+        cfg.set("rollout.instructions", "true").unwrap();
+        cfg.set("rollout.system_prompt", r#""  ""#).unwrap();
+        let e = cfg.validate().unwrap_err().to_string();
+        assert!(e.contains("rollout.system_prompt"), "{e}");
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let e = TrainConfig::from_toml("[rollout]\ngroup = 2\n")
             .unwrap_err()

@@ -225,6 +225,7 @@ mod tests {
             max_steps: 4,
             prompt: PromptStyle {
                 instructions: true,
+                system_prompt: None,
                 response_prefix: String::new(),
                 ..shape.style.clone()
             },

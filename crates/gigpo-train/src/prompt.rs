@@ -44,14 +44,26 @@ pub struct PromptStyle {
     pub history_length: usize,
     /// What the history shows of past actions.
     pub history_action: HistoryAction,
-    /// Put the environment's instructions in the system turn.
+    /// Put the environment's instructions (or `system_prompt`) in the system turn.
     pub instructions: bool,
+    /// Text of the system turn in place of the environment's instructions
+    /// (`rollout.system_prompt`); `None`: the environment's.
+    pub system_prompt: Option<String>,
     /// Text written at the start of the assistant turn of a single-turn prompt, before the
     /// model's answer (`rollout.response_prefix`); empty for none.
     pub response_prefix: String,
 }
 
 impl PromptStyle {
+    /// The text of the system turn: `system_prompt` when set, else the environment's
+    /// instructions (asked for only then); `None` when instructions are off.
+    pub fn system_turn(&self, env_instructions: impl FnOnce() -> String) -> Option<String> {
+        if !self.instructions {
+            return None;
+        }
+        Some(self.system_prompt.clone().unwrap_or_else(env_instructions))
+    }
+
     /// The text the environment reads for a generated answer: the response prefix, then the
     /// generated text.
     pub fn answer_text(&self, generated: &str) -> String {

@@ -81,9 +81,12 @@ impl TrainConfig {
             .unwrap_or(if self.pretrained() { 2 } else { 0 })
     }
 
-    /// `rollout.instructions` resolved.
+    /// `rollout.instructions` resolved: on for a pretrained model or when a system prompt is
+    /// given.
     pub fn instructions(&self) -> bool {
-        self.rollout.instructions.unwrap_or(self.pretrained())
+        self.rollout
+            .instructions
+            .unwrap_or(self.pretrained() || self.rollout.system_prompt.is_some())
     }
 
     /// `loss.beta` resolved.
@@ -139,6 +142,7 @@ impl TrainConfig {
             history_length: self.history_length(),
             history_action: self.rollout.history_action,
             instructions: self.instructions(),
+            system_prompt: self.rollout.system_prompt.clone(),
             response_prefix: self.rollout.response_prefix.clone(),
         }
     }
@@ -238,9 +242,10 @@ impl TrainConfig {
             return Ok(None);
         };
         let style = self.prompt_style();
+        let system = style.system_turn(|| instructions);
         let shape = EpisodeShape {
             style: &style,
-            instructions: self.instructions().then_some(instructions.as_str()),
+            instructions: system.as_deref(),
             max_steps: self.rollout.max_steps,
             max_new_tokens: self.max_new_tokens(),
         };

@@ -204,6 +204,7 @@ mod tests {
             history_length: 0,
             history_action: HistoryAction::Parsed,
             instructions: true,
+            system_prompt: None,
             response_prefix: String::new(),
         };
         let mut trajectories = Vec::new();

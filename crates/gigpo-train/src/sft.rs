@@ -201,7 +201,7 @@ pub fn demonstrations(
         ));
     };
     let mut env = Sokoban::new(sokoban.clone())?;
-    let instructions = plan.prompt.instructions.then(|| env.instructions());
+    let instructions = plan.prompt.system_turn(|| env.instructions());
     let mut out = Vec::new();
     for i in 0..plan.levels as u64 {
         let seed = held_out.train_seed(&mut env, SFT_LEVEL_OFFSET + i)?;

@@ -29,6 +29,10 @@ pub struct RolloutConfig {
     /// loaded from `model.path`, off for the tiny built-in model (which cannot read them; they
     /// would only cost compute).
     pub instructions: Option<bool>,
+    /// Text of the system turn in place of the environment's instructions, e.g. a shorter
+    /// task description (every token of it is scored in every sample). Setting it turns
+    /// `instructions` on. Default none (the environment's instructions).
+    pub system_prompt: Option<String>,
     /// Sampling temperature. Default 1.0.
     pub temperature: f64,
     /// Nucleus sampling threshold (1.0 = off). Default 1.0.
@@ -80,6 +84,7 @@ impl Default for RolloutConfig {
             history_length: None,
             history_action: HistoryAction::Parsed,
             instructions: None,
+            system_prompt: None,
             temperature: 1.0,
             top_p: 1.0,
             top_k: 0,
@@ -120,6 +125,21 @@ impl RolloutConfig {
             ));
         }
         checks::sampling("rollout", self.temperature, self.top_p)?;
+        match (&self.system_prompt, self.instructions) {
+            (Some(s), _) if s.trim().is_empty() => {
+                return Err(TrainError::config(
+                    "rollout.system_prompt",
+                    "must not be empty (leave it out for the environment's instructions)",
+                ))
+            }
+            (Some(_), Some(false)) => {
+                return Err(TrainError::config(
+                    "rollout.system_prompt",
+                    "is set while rollout.instructions = false",
+                ))
+            }
+            _ => {}
+        }
         if self.stop.iter().any(String::is_empty) {
             return Err(TrainError::config(
                 "rollout.stop",

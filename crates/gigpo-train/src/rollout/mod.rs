@@ -56,8 +56,7 @@ pub fn collect(sampler: &dyn Sampler, plan: &RolloutPlan<'_>) -> Result<Rollout>
     })?;
     let instructions = plan
         .prompt
-        .instructions
-        .then(|| pool.env(EnvIndex(0)).instructions());
+        .system_turn(|| pool.env(EnvIndex(0)).instructions());
     let faults_before = pool.fault_count();
     let resets = pool.reset_groups(plan.seeds)?;
     let mut trajectories: Vec<TrajectoryRecord> = resets
@@ -228,6 +227,7 @@ mod tests {
                 history_length: 2,
                 history_action: HistoryAction::Parsed,
                 instructions: false,
+                system_prompt: None,
                 response_prefix: String::new(),
             },
             sampling,
@@ -409,5 +409,33 @@ mod tests {
             second.contains("Action: up\n"),
             "history shows the parsed action: {second}"
         );
+    }
+
+    #[test]
+    fn a_system_prompt_replaces_the_instructions() {
+        let env = EnvSpec::Sokoban(SokobanConfig::default());
+        let sampling = SamplingParams {
+            max_new_tokens: 1,
+            ..SamplingParams::default()
+        };
+        let seeds = [5];
+        let policy = tiny();
+        let mut p = plan(&env, &seeds, &sampling);
+        p.max_steps = 1;
+        p.prompt.instructions = true;
+        p.prompt.system_prompt = Some("Push the box.".into());
+        let r = collect(&policy, &p).unwrap();
+        assert_eq!(r.instructions.as_deref(), Some("Push the box."));
+        let prompt = policy
+            .tokenizer()
+            .decode_raw(&r.trajectories[0].steps[0].prompt)
+            .unwrap();
+        assert!(
+            prompt.starts_with("<|im_start|>system\nPush the box.<|im_end|>"),
+            "{prompt}"
+        );
+        p.prompt.instructions = false;
+        let r = collect(&policy, &p).unwrap();
+        assert_eq!(r.instructions, None, "instructions off: no system turn");
     }
 }
