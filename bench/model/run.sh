@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY="${1:-python3}"
 THREADS="${THREADS:-2}"
-ours=$(RAYON_NUM_THREADS="$THREADS" cargo bench -q -p gigpo-model --bench side_by_side 2>/dev/null | tail -n 1)
+# The gigpo binary's allocator settings: mimalloc (the bench's global allocator) keeping freed memory.
+ours=$(MIMALLOC_PURGE_DELAY=-1 RAYON_NUM_THREADS="$THREADS" cargo bench -q -p gigpo-model --bench side_by_side 2>/dev/null | tail -n 1)
 theirs=$("$PY" bench/model/torch_bench.py "$THREADS" | tail -n 1)
 "$PY" - "$ours" "$theirs" <<'PYEOF'
 import json, sys

@@ -7,10 +7,16 @@
 //!
 //! The model is the default tiny one ([`TinyConfig::default`]: Qwen2 layout, d = 128, 2 layers,
 //! 4 heads, MLP 512), the sizes `bench/model/torch_bench.py` builds.
+//!
+//! The allocator is the `gigpo` binary's: mimalloc, with freed memory kept in the process
+//! (`bench/model/run.sh` sets `MIMALLOC_PURGE_DELAY=-1`, which the binary sets itself).
 
 use std::time::Instant;
 
 use gigpo_model::*;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const BATCH: usize = 16;
 const SEQ: usize = 128;
