@@ -8,12 +8,12 @@
 #
 # Usage: bench/ablations.sh OUT "SEEDS" [ENV_STEP_BUDGET] [extra `gigpo train` args...]
 #   e.g. bench/ablations.sh runs/bench-ablations "1 2 3"
-#   ENV_STEP_BUDGET  default 80000 training environment steps per run
+#   ENV_STEP_BUDGET  default 30000 training environment steps per run
 # Needs: cargo, python3 (standard library only). GIGPO=/path/to/gigpo uses that binary instead
 # of building the release one; CONFIG=FILE another setting.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DEFAULT_BUDGET=80000
+DEFAULT_BUDGET=30000
 source bench/lib/compare.sh
 compare_setup "$@"
 # name and the settings that make it (on top of the configuration's GiGPO defaults).

@@ -32,8 +32,11 @@ OPTIMAL = "eval/optimal_success_rate"
 
 def evaluations(path):
     """The records of metrics.jsonl that hold an evaluation, in order."""
-    with open(path) as f:
-        records = [json.loads(line) for line in f if line.strip()]
+    try:
+        with open(path) as f:
+            records = [json.loads(line) for line in f if line.strip()]
+    except FileNotFoundError:
+        sys.exit(f"{path}: missing (has this run been trained?)")
     evals = [r for r in records if SAMPLED in r]
     if not evals:
         sys.exit(f"{path}: no evaluation record")
@@ -78,6 +81,27 @@ def cell(s, digits=3):
     return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
 
 
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (1 to 30; the normal's beyond).
+T975 = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179,
+        2.160, 2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064,
+        2.060, 2.056, 2.052, 2.048, 2.045, 2.042]
+
+
+def difference(a, b):
+    """Mean of a minus mean of b with a 95 % Welch interval (df rounded down); None when
+    either side has fewer than two values or a value is missing."""
+    if len(a) < 2 or len(b) < 2 or None in a or None in b:
+        return None
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    diff = statistics.mean(a) - statistics.mean(b)
+    if va + vb == 0:
+        return {"mean": diff, "low": diff, "high": diff}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    t = T975[int(df) - 1] if int(df) <= len(T975) else 1.960
+    half = t * math.sqrt(va + vb)
+    return {"mean": diff, "low": diff - half, "high": diff + half}
+
+
 def mean_of(values):
     values = [v for v in values if v is not None]
     return statistics.mean(values) if values else None
@@ -95,6 +119,12 @@ def main():
     except FileNotFoundError:
         setting = []
     summary = {**runs, "random": random, "optimal": optimal, "setting": setting}
+    if "gigpo" in runs and "grpo" in runs:
+        summary["gigpo_minus_grpo"] = {
+            "greedy": difference(runs["gigpo"]["per_seed"], runs["grpo"]["per_seed"]),
+            "sampled": difference(runs["gigpo"]["sampled"]["per_seed"],
+                                  runs["grpo"]["sampled"]["per_seed"]),
+        }
     with open(f"{out}/summary.json", "w") as f:
         json.dump(summary, f, indent=2)
         f.write("\n")
@@ -111,7 +141,17 @@ def main():
     show = lambda v: "n/a" if v is None or math.isnan(v) else f"{v:.3f}"
     print(f"| random policy | {show(random)} | {show(random)} | | | |")
     print(f"| solver (within the step limit) | {show(optimal)} | {show(optimal)} | | | |")
-    print(f"\ncurves: {out}/curves.png; figures: {out}/summary.json")
+    seeds_shown = lambda values: " ".join(show(v) for v in values)
+    print(f"\nAt the end, seed by seed ({' '.join(seeds)}):\n")
+    print("| run | greedy success | sampled success |")
+    print("|---|---|---|")
+    for name, r in runs.items():
+        print(f"| {name} | {seeds_shown(r['per_seed'])} | {seeds_shown(r['sampled']['per_seed'])} |")
+    for level, d in summary.get("gigpo_minus_grpo", {}).items():
+        if d is not None:
+            print(f"\nGiGPO − GRPO, {level} success at the end: {d['mean']:+.3f} "
+                  f"[{d['low']:+.3f}, {d['high']:+.3f}] (95 % Welch interval over seeds)", end="")
+    print(f"\n\ncurves: {out}/curves.png; figures: {out}/summary.json")
 
 
 if __name__ == "__main__":
