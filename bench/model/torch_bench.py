@@ -4,7 +4,9 @@
 The same architecture and sizes as benches/side_by_side.rs: Qwen2 layout, 2 layers, d = 128,
 4 heads, MLP 512, the tiny tokenizer's vocabulary (339); batch 16 x 128 tokens with 96 scored per
 row for the training step (forward, PPO clipped loss with per-token advantages, backward, AdamW
-with gradient clipping), and sampling 64 tokens with a KV cache at batch 1 and 16.
+with gradient clipping), and sampling 64 tokens with a KV cache at batch 1 and 16, both through
+transformers' forward with its cache and through a plain decoder loop over the same weights
+(PlainDecoder: preallocated KV cache, checked against transformers' logits before it is timed).
 Prints one JSON object of median seconds.
 """
 
@@ -16,7 +18,7 @@ import time
 import torch
 from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
-BATCH, SEQ, PROMPT, NEW, VOCAB = 16, 128, 32, 64, 339
+BATCH, SEQ, PROMPT, NEW, VOCAB, ROPE_THETA = 16, 128, 32, 64, 339, 10000.0
 
 
 def timed(fn, warmup=2, reps=9):
@@ -35,7 +37,7 @@ def model():
     cfg = Qwen2Config(
         vocab_size=VOCAB, hidden_size=128, intermediate_size=512, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=2048,
-        rope_theta=10000.0, tie_word_embeddings=False, attn_implementation="sdpa",
+        rope_theta=ROPE_THETA, tie_word_embeddings=False, attn_implementation="sdpa",
     )
     return Qwen2ForCausalLM(cfg).float()
 
@@ -86,6 +88,79 @@ def sample_seconds(batch):
     return timed(run)
 
 
+class PlainDecoder:
+    """The same Qwen2 weights in a hand-written decoder loop: preallocated KV cache, fused
+    scaled-dot-product attention, no framework cache objects; what a peer writing a sampler
+    for this model directly in PyTorch would write."""
+
+    def __init__(self, m, batch, max_len):
+        c = m.config
+        self.m, self.heads, self.kv_heads = m.model, c.num_attention_heads, c.num_key_value_heads
+        self.head_dim = c.hidden_size // c.num_attention_heads
+        self.eps, self.lm_head = c.rms_norm_eps, m.lm_head
+        inv = 1.0 / (ROPE_THETA ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        ang = torch.outer(torch.arange(max_len).float(), inv)
+        ang = torch.cat([ang, ang], -1)
+        self.cos, self.sin = ang.cos(), ang.sin()
+        shape = (batch, self.kv_heads, max_len, self.head_dim)
+        self.k = [torch.zeros(shape) for _ in self.m.layers]
+        self.v = [torch.zeros(shape) for _ in self.m.layers]
+
+    def rms(self, x, w):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * w
+
+    def rope(self, x, pos):
+        cos, sin = self.cos[pos], self.sin[pos]
+        h = x.shape[-1] // 2
+        rot = torch.cat([-x[..., h:], x[..., :h]], -1)
+        return x * cos + rot * sin
+
+    def forward(self, ids, start):
+        """Logits of the last position of `ids` (batch × t), written at positions start..start+t."""
+        b, t = ids.shape
+        pos = torch.arange(start, start + t)
+        x = self.m.embed_tokens(ids)
+        for i, layer in enumerate(self.m.layers):
+            a = layer.self_attn
+            h = self.rms(x, layer.input_layernorm.weight)
+            q = a.q_proj(h).view(b, t, self.heads, self.head_dim).transpose(1, 2)
+            k = a.k_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = a.v_proj(h).view(b, t, self.kv_heads, self.head_dim).transpose(1, 2)
+            self.k[i][:, :, start:start + t] = self.rope(k, pos)
+            self.v[i][:, :, start:start + t] = v
+            keys, values = self.k[i][:, :, :start + t], self.v[i][:, :, :start + t]
+            o = torch.nn.functional.scaled_dot_product_attention(
+                self.rope(q, pos), keys, values, is_causal=t > 1)
+            x = x + a.o_proj(o.transpose(1, 2).reshape(b, t, -1))
+            h = self.rms(x, layer.post_attention_layernorm.weight)
+            mlp = layer.mlp
+            x = x + mlp.down_proj(torch.nn.functional.silu(mlp.gate_proj(h)) * mlp.up_proj(h))
+        return self.lm_head(self.rms(x[:, -1], self.m.norm.weight))
+
+
+def plain_sample_seconds(batch):
+    m = model().eval()
+    prompts = torch.tensor([[(b * 31 + t * 3) % 250 for t in range(16)] for b in range(batch)])
+    gen = torch.Generator().manual_seed(0)
+    dec = PlainDecoder(m, batch, prompts.shape[1] + NEW)
+    with torch.inference_mode():
+        ref = m(prompts).logits[:, -1]
+        got = dec.forward(prompts, 0)
+    assert torch.allclose(ref, got, atol=1e-4), "the plain decoder disagrees with transformers"
+
+    @torch.inference_mode()
+    def run():
+        logits = dec.forward(prompts, 0)
+        tokens = []
+        for i in range(NEW):
+            nxt = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=gen)
+            tokens.append(nxt)
+            logits = dec.forward(nxt, prompts.shape[1] + i)
+        return torch.cat(tokens, 1)
+
+    return timed(run)
+
+
 def main():
     threads = int(sys.argv[1]) if len(sys.argv) > 1 else 2
     torch.set_num_threads(threads)
@@ -93,6 +168,8 @@ def main():
         "train_step": train_step_seconds(),
         "sample64_b1": sample_seconds(1),
         "sample64_b16": sample_seconds(16),
+        "plain_sample64_b1": plain_sample_seconds(1),
+        "plain_sample64_b16": plain_sample_seconds(16),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
