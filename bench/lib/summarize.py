@@ -147,11 +147,12 @@ def main():
     print("|---|---|---|")
     for name, r in runs.items():
         print(f"| {name} | {seeds_shown(r['per_seed'])} | {seeds_shown(r['sampled']['per_seed'])} |")
+    print()
     for level, d in summary.get("gigpo_minus_grpo", {}).items():
         if d is not None:
-            print(f"\nGiGPO − GRPO, {level} success at the end: {d['mean']:+.3f} "
-                  f"[{d['low']:+.3f}, {d['high']:+.3f}] (95 % Welch interval over seeds)", end="")
-    print(f"\n\ncurves: {out}/curves.png; figures: {out}/summary.json")
+            print(f"GiGPO − GRPO, {level} success at the end: {d['mean']:+.3f} "
+                  f"[{d['low']:+.3f}, {d['high']:+.3f}] (95 % Welch interval over seeds)")
+    print(f"\ncurves: {out}/curves.png; figures: {out}/summary.json")
 
 
 if __name__ == "__main__":

@@ -68,9 +68,14 @@ def train_step_seconds():
     return timed(step)
 
 
+def sample_prompts(batch):
+    """The prompts both samplers continue: `batch` rows of 16 tokens."""
+    return torch.tensor([[(b * 31 + t * 3) % 250 for t in range(16)] for b in range(batch)])
+
+
 def sample_seconds(batch):
     m = model().eval()
-    prompts = torch.tensor([[(b * 31 + t * 3) % 250 for t in range(16)] for b in range(batch)])
+    prompts = sample_prompts(batch)
     gen = torch.Generator().manual_seed(0)
 
     @torch.no_grad()
@@ -140,7 +145,7 @@ class PlainDecoder:
 
 def plain_sample_seconds(batch):
     m = model().eval()
-    prompts = torch.tensor([[(b * 31 + t * 3) % 250 for t in range(16)] for b in range(batch)])
+    prompts = sample_prompts(batch)
     gen = torch.Generator().manual_seed(0)
     dec = PlainDecoder(m, batch, prompts.shape[1] + NEW)
     with torch.inference_mode():
