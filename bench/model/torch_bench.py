@@ -7,7 +7,14 @@ row for the training step (forward, PPO clipped loss with per-token advantages, 
 with gradient clipping), and sampling 64 tokens with a KV cache at batch 1 and 16, both through
 transformers' forward with its cache and through a plain decoder loop over the same weights
 (PlainDecoder: preallocated KV cache, checked against transformers' logits before it is timed).
-Prints one JSON object of median seconds.
+
+With a second argument, a Hugging Face directory of SmolLM2-135M-Instruct, it also times that
+model with a rank-8 PEFT LoRA (alpha 16) on every projection, the sizes of benches/side_by_side.rs:
+forward + backward of the PPO loss over 4 x 256 tokens (192 scored per row, logits only where
+they are scored), no-gradient scoring of the same batch, and sampling 64 tokens at batch 8 with
+transformers' `generate` and with the plain decoder loop (adapter on in both).
+
+Prints one JSON object of median seconds (the SmolLM2 keys prefixed with `smollm2.`).
 """
 
 import json
@@ -16,7 +23,7 @@ import sys
 import time
 
 import torch
-from transformers import DynamicCache, Qwen2Config, Qwen2ForCausalLM
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, Qwen2Config, Qwen2ForCausalLM
 
 BATCH, SEQ, PROMPT, NEW, VOCAB, ROPE_THETA = 16, 128, 32, 64, 339, 10000.0
 
@@ -103,7 +110,8 @@ class PlainDecoder:
         self.m, self.heads, self.kv_heads = m.model, c.num_attention_heads, c.num_key_value_heads
         self.head_dim = c.hidden_size // c.num_attention_heads
         self.eps, self.lm_head = c.rms_norm_eps, m.lm_head
-        inv = 1.0 / (ROPE_THETA ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
+        theta = c.rope_parameters["rope_theta"]
+        inv = 1.0 / (theta ** (torch.arange(0, self.head_dim, 2).float() / self.head_dim))
         ang = torch.outer(torch.arange(max_len).float(), inv)
         ang = torch.cat([ang, ang], -1)
         self.cos, self.sin = ang.cos(), ang.sin()
@@ -135,7 +143,8 @@ class PlainDecoder:
             self.v[i][:, :, start:start + t] = v
             keys, values = self.k[i][:, :, :start + t], self.v[i][:, :, :start + t]
             o = torch.nn.functional.scaled_dot_product_attention(
-                self.rope(q, pos), keys, values, is_causal=t > 1)
+                self.rope(q, pos), keys, values, is_causal=t > 1,
+                enable_gqa=self.heads != self.kv_heads)
             x = x + a.o_proj(o.transpose(1, 2).reshape(b, t, -1))
             h = self.rms(x, layer.post_attention_layernorm.weight)
             mlp = layer.mlp
@@ -143,9 +152,9 @@ class PlainDecoder:
         return self.lm_head(self.rms(x[:, -1], self.m.norm.weight))
 
 
-def plain_sample_seconds(batch):
-    m = model().eval()
-    prompts = sample_prompts(batch)
+def plain_sample_seconds(batch, m=None, prompts=None, warmup=2, reps=9):
+    m = (m or model()).eval()
+    prompts = sample_prompts(batch) if prompts is None else prompts
     gen = torch.Generator().manual_seed(0)
     dec = PlainDecoder(m, batch, prompts.shape[1] + NEW)
     with torch.inference_mode():
@@ -163,7 +172,59 @@ def plain_sample_seconds(batch):
             logits = dec.forward(nxt, prompts.shape[1] + i)
         return torch.cat(tokens, 1)
 
-    return timed(run)
+    return timed(run, warmup, reps)
+
+
+REAL_BATCH, REAL_SEQ, REAL_START, REAL_GEN_BATCH = 4, 256, 64, 8
+REAL_PROMPT = "Once upon a time, in a small village by the sea, there lived an old fisherman who"
+
+
+def real_model_seconds(path):
+    """(forward + backward, scoring, generate, plain loop) seconds of the model in `path`."""
+    from peft import LoraConfig, get_peft_model
+    base = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+    targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    m = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, lora_dropout=0.0, target_modules=targets))
+    vocab = base.config.vocab_size
+    ids = torch.tensor([[(b * 7919 + t * 104729) % vocab for t in range(REAL_SEQ)]
+                        for b in range(REAL_BATCH)])
+    targets_ids = ids[:, REAL_START:]
+    adv = torch.tensor([((i % 7) - 3.0) / 3.0
+                        for i in range(REAL_BATCH * (REAL_SEQ - REAL_START))]).view(REAL_BATCH, -1)
+
+    def logprobs():
+        logits = m(input_ids=ids, logits_to_keep=REAL_SEQ - REAL_START + 1).logits[:, :-1]
+        return torch.log_softmax(logits.float(), -1).gather(-1, targets_ids.unsqueeze(-1)).squeeze(-1)
+
+    with torch.inference_mode():
+        old = logprobs() - 0.01
+    m.train()
+
+    def fwd_bwd():
+        ratio = torch.exp(logprobs() - old)
+        loss = -torch.minimum(ratio * adv, ratio.clamp(0.8, 1.2) * adv).mean()
+        m.zero_grad(set_to_none=True)
+        loss.backward()
+
+    res = {"fwd_bwd": timed(fwd_bwd, 1, 5)}
+    m.eval()
+
+    @torch.inference_mode()
+    def score():
+        logprobs()
+
+    res["score"] = timed(score, 1, 5)
+    tok = AutoTokenizer.from_pretrained(path)
+    prompts = torch.tensor([tok(REAL_PROMPT, add_special_tokens=False).input_ids] * REAL_GEN_BATCH)
+
+    @torch.inference_mode()
+    def generate():
+        m.generate(input_ids=prompts, attention_mask=torch.ones_like(prompts), do_sample=True,
+                   max_new_tokens=NEW, min_new_tokens=NEW, top_k=0, top_p=1.0)
+
+    res["generate64_b8"] = timed(generate, 1, 3)
+    res["plain_generate64_b8"] = plain_sample_seconds(REAL_GEN_BATCH, base, prompts, 1, 3)
+    return res
 
 
 def main():
@@ -178,6 +239,8 @@ def main():
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
+    if len(sys.argv) > 2:
+        res.update({f"smollm2.{k}": v for k, v in real_model_seconds(sys.argv[2]).items()})
     print(json.dumps(res))
 
 

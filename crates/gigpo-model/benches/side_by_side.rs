@@ -8,8 +8,15 @@
 //! The model is the default tiny one ([`TinyConfig::default`]: Qwen2 layout, d = 128, 2 layers,
 //! 4 heads, MLP 512), the sizes `bench/model/torch_bench.py` builds.
 //!
-//! The allocator is the `gigpo` binary's: mimalloc, with freed memory kept in the process
-//! (`bench/model/run.sh` sets `MIMALLOC_PURGE_DELAY=-1`, which the binary sets itself).
+//! With `GIGPO_BENCH_SMOLLM2` set to a Hugging Face directory of SmolLM2-135M-Instruct (`gigpo
+//! model convert` of the GGUF file), it also times that model with a rank-8 LoRA on every
+//! projection: forward + backward of the PPO loss over 4 × 256 tokens (192 scored per row),
+//! no-gradient scoring of the same batch, and sampling 64 tokens at batch 8 with a KV cache.
+//!
+//! The settings are the `gigpo` binary's: mimalloc as the allocator, with freed memory kept in
+//! the process, and candle's element-wise operations on the calling thread
+//! (`bench/model/run.sh` sets `MIMALLOC_PURGE_DELAY=-1` and `CANDLE_NUM_THREADS=1`, which the
+//! binary sets itself). `BENCH_ONLY` (names separated by commas) runs only those timings.
 
 use std::time::Instant;
 
@@ -77,22 +84,22 @@ fn train_step_seconds() -> Result<f64> {
             ..AdamWConfig::default()
         },
     )?;
-    let mut err = None;
-    let secs = time(2, 9, || {
-        let r = (|| -> Result<()> {
-            let s = policy.score(&seqs, &start, ScoreMode::TRAIN)?;
-            let loss = ppo_loss(&s, &old, &adv)?;
-            opt.step(&loss.backward()?)?;
-            Ok(())
-        })();
-        if let Err(e) = r {
-            err = Some(e);
-        }
-    });
-    match err {
-        Some(e) => Err(e),
-        None => Ok(secs),
-    }
+    time_fallible(2, 9, || {
+        let s = policy.score(&seqs, &start, ScoreMode::TRAIN)?;
+        let loss = ppo_loss(&s, &old, &adv)?;
+        opt.step(&loss.backward()?).map(drop)
+    })
+}
+
+/// A seed under which no row draws EOS early, so every run makes exactly `NEW` tokens per row.
+fn full_length_seed(policy: &Policy, prompts: &[Vec<u32>], params: &SamplingParams) -> u64 {
+    (0..1000u64)
+        .find(|&s| {
+            policy
+                .generate(prompts, params, s)
+                .is_ok_and(|g| g.iter().all(|g| g.tokens.len() == NEW))
+        })
+        .expect("a seed without early EOS")
 }
 
 fn sample_seconds(batch: usize) -> Result<f64> {
@@ -104,29 +111,106 @@ fn sample_seconds(batch: usize) -> Result<f64> {
         max_new_tokens: NEW,
         ..SamplingParams::default()
     };
-    // A seed under which no row draws EOS early, so every run makes exactly 64 tokens per row.
-    let seed = (0..1000u64)
-        .find(|&s| {
-            policy
-                .generate(&prompts, &params, s)
-                .is_ok_and(|g| g.iter().all(|g| g.tokens.len() == NEW))
+    let seed = full_length_seed(&policy, &prompts, &params);
+    time_fallible(2, 9, || policy.generate(&prompts, &params, seed).map(drop))
+}
+
+/// The batch of the real-model timings: `REAL_BATCH` rows of `REAL_SEQ` token ids, scored
+/// from `REAL_START`.
+const REAL_BATCH: usize = 4;
+const REAL_SEQ: usize = 256;
+const REAL_START: usize = 64;
+const REAL_GEN_BATCH: usize = 8;
+
+fn real_batch(vocab: u32) -> Vec<Vec<u32>> {
+    (0..REAL_BATCH)
+        .map(|b| {
+            (0..REAL_SEQ)
+                .map(|t| ((b * 7919 + t * 104729) as u32) % vocab)
+                .collect()
         })
-        .expect("a seed without early EOS");
-    Ok(time(2, 9, || {
-        policy
-            .generate(&prompts, &params, seed)
-            .expect("generation");
-    }))
+        .collect()
+}
+
+/// Whether the timing `name` is wanted: all of them unless `BENCH_ONLY` (names separated by
+/// commas, e.g. `smollm2.fwd_bwd`) says otherwise.
+fn wanted(name: &str) -> bool {
+    std::env::var("BENCH_ONLY").map_or(true, |only| only.split(',').any(|n| n == name))
+}
+
+/// Runs `f` into `out[name]` when wanted.
+fn record(
+    out: &mut serde_json::Map<String, serde_json::Value>,
+    name: &str,
+    f: impl FnOnce() -> Result<f64>,
+) -> Result<()> {
+    if wanted(name) {
+        out.insert(name.to_string(), f()?.into());
+    }
+    Ok(())
+}
+
+/// Seconds of `reps` runs of the fallible `f` (median), after `warmup` runs.
+fn time_fallible(warmup: usize, reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let mut fail = None;
+    let secs = time(warmup, reps, || {
+        if let Err(e) = f() {
+            fail.get_or_insert(e);
+        }
+    });
+    fail.map_or(Ok(secs), Err)
+}
+
+/// Timings of the model in `dir` (SmolLM2) with a rank-8 LoRA: forward + backward, no-gradient
+/// scoring, sampling 64 tokens at batch 8.
+fn real_model_seconds(
+    dir: &std::path::Path,
+    out: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<()> {
+    let policy = Policy::load(dir, &Device::Cpu, Some(LoraConfig::default()))?;
+    let seqs = real_batch(policy.config().vocab_size as u32);
+    let start = vec![REAL_START; REAL_BATCH];
+    record(out, "smollm2.fwd_bwd", || {
+        let old = (policy.score(&seqs, &start, ScoreMode::OLD)?.logprobs - 0.01)?;
+        let adv: Vec<f32> = (0..REAL_BATCH * (REAL_SEQ - REAL_START))
+            .map(|i| ((i % 7) as f32 - 3.0) / 3.0)
+            .collect();
+        let adv = Tensor::from_vec(adv, (REAL_BATCH, REAL_SEQ - REAL_START), &Device::Cpu)?;
+        time_fallible(1, 5, || {
+            let memory = TrainMemory::default();
+            let pass = policy.train_pass(&seqs, &start, &LogitProcessing::RAW, memory)?;
+            let loss = ppo_loss(pass.scores(), &old, &adv)?;
+            pass.backward(&loss).map(drop)
+        })
+    })?;
+    record(out, "smollm2.score", || {
+        time_fallible(1, 5, || {
+            policy.score(&seqs, &start, ScoreMode::OLD).map(drop)
+        })
+    })?;
+    record(out, "smollm2.generate64_b8", || {
+        let text =
+            "Once upon a time, in a small village by the sea, there lived an old fisherman who";
+        let prompts = vec![policy.tokenizer().encode(text)?; REAL_GEN_BATCH];
+        let params = SamplingParams {
+            max_new_tokens: NEW,
+            ..SamplingParams::default()
+        };
+        let seed = full_length_seed(&policy, &prompts, &params);
+        time_fallible(1, 3, || policy.generate(&prompts, &params, seed).map(drop))
+    })
 }
 
 fn main() -> Result<()> {
     // `cargo bench` passes `--bench`; nothing else is accepted.
-    let train = train_step_seconds()?;
-    let s1 = sample_seconds(1)?;
-    let s16 = sample_seconds(16)?;
-    println!(
-        "{}",
-        serde_json::json!({"train_step": train, "sample64_b1": s1, "sample64_b16": s16, "threads": rayon::current_num_threads()})
-    );
+    let mut out = serde_json::Map::new();
+    record(&mut out, "train_step", train_step_seconds)?;
+    record(&mut out, "sample64_b1", || sample_seconds(1))?;
+    record(&mut out, "sample64_b16", || sample_seconds(16))?;
+    if let Some(dir) = std::env::var_os("GIGPO_BENCH_SMOLLM2").filter(|d| !d.is_empty()) {
+        real_model_seconds(std::path::Path::new(&dir), &mut out)?;
+    }
+    out.insert("threads".into(), rayon::current_num_threads().into());
+    println!("{}", serde_json::Value::Object(out));
     Ok(())
 }

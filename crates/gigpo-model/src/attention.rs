@@ -7,6 +7,7 @@
 use candle_core::{DType, Device, Tensor, D};
 
 use crate::attach::attach3;
+use crate::batched::matmul as bmm;
 use crate::error::Result;
 
 /// Which keys each query sees.
@@ -157,12 +158,11 @@ fn block(
         .reshape((b, kvh, rep * c, hd))?;
     let kb = k.narrow(2, 0, keys)?.contiguous()?;
     let vb = v.narrow(2, 0, keys)?.contiguous()?;
-    let mut sc = (qb.matmul(&kb.t()?)? * scale)?;
+    let mut sc = (bmm(&qb, &kb.t()?)? * scale)?;
     if let Some(m) = mask.block(c0, c, keys, q.device())? {
         sc = sc.reshape((b, kvh, rep, c, keys))?.broadcast_add(&m)?;
     }
-    let p =
-        candle_nn::ops::softmax_last_dim(&sc.contiguous()?)?.reshape((b, kvh, rep * c, keys))?;
+    let p = crate::fused::softmax_last(&sc)?.reshape((b, kvh, rep * c, keys))?;
     Ok(Block {
         q: qb,
         k: kb,
@@ -185,7 +185,7 @@ fn blocked_forward(
     for c0 in (0..t).step_by(c) {
         let n = c.min(t - c0);
         let blk = block(q, k, v, mask, scale, c0, n)?;
-        outs.push(blk.p.matmul(&blk.v)?.reshape((b, h, n, hd))?);
+        outs.push(bmm(&blk.p, &blk.v)?.reshape((b, h, n, hd))?);
     }
     Tensor::cat(&outs, 2)
 }
@@ -213,12 +213,12 @@ fn blocked_backward(
             .narrow(2, c0, n)?
             .contiguous()?
             .reshape((b, kvh, rep * n, hd))?;
-        let dv_b = blk.p.t()?.matmul(&go)?;
-        let dp = go.matmul(&blk.v.t()?)?;
+        let dv_b = bmm(&blk.p.t()?, &go)?;
+        let dp = bmm(&go, &blk.v.t()?)?;
         let dot = (&blk.p * &dp)?.sum_keepdim(D::Minus1)?;
         let ds = ((dp.broadcast_sub(&dot)? * &blk.p)? * scale)?;
-        dq.push(ds.matmul(&blk.k)?.reshape((b, h, n, hd))?);
-        let dk_b = ds.t()?.matmul(&blk.q)?;
+        dq.push(bmm(&ds, &blk.k)?.reshape((b, h, n, hd))?);
+        let dk_b = bmm(&ds.t()?, &blk.q)?;
         dk = (dk + dk_b.pad_with_zeros(2, 0, s - keys)?)?;
         dv = (dv + dv_b.pad_with_zeros(2, 0, s - keys)?)?;
     }

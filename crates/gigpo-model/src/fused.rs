@@ -1,11 +1,15 @@
-//! CPU kernels with a backward step for the training path: RMS norm, softmax, rotary embedding.
+//! CPU kernels with a backward step for the training path: RMS norm, softmax, rotary embedding,
+//! the SwiGLU activation.
 //!
 //! candle's own fused kernels record no backward step, and the composed versions allocate a
 //! tensor per elementary op. These do one pass forward and one (or a few) backward.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Shape, Tensor};
 
+use rayon::prelude::*;
+
 use crate::cpu::{contiguous, for_rows};
+use crate::exp::exp_in_place;
 
 /// x / sqrt(mean(x²) + ε) · w over the last dimension, with backward.
 pub(crate) fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> candle_core::Result<Tensor> {
@@ -133,14 +137,12 @@ impl CustomOp1 for Softmax {
         let mut out = vec![0f32; x.len()];
         for_rows(&mut out, d, |i, o| {
             let row = &x[i * d..(i + 1) * d];
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for j in 0..d {
-                let e = (row[j] - max).exp();
-                o[j] = e;
-                sum += e;
+            let max = crate::exp::max(row);
+            for (o, &z) in o.iter_mut().zip(row) {
+                *o = z - max;
             }
-            let inv = 1.0 / sum;
+            exp_in_place(o);
+            let inv = 1.0 / crate::exp::sum(o);
             o.iter_mut().for_each(|v| *v *= inv);
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -257,5 +259,109 @@ impl CustomOp3 for Rope {
             },
         )?;
         Ok((Some(gx), None, None))
+    }
+}
+
+/// SiLU(gate) · up element-wise, with backward. `gate` and `up` have the same shape.
+pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> candle_core::Result<Tensor> {
+    gate.contiguous()?.apply_op2(&up.contiguous()?, SwiGlu)
+}
+
+struct SwiGlu;
+
+/// out = e^(−x) element-wise (σ(x) = 1 / (1 + e^(−x))).
+fn neg_exp(x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = -v;
+    }
+    exp_in_place(out);
+}
+
+/// Rows of this many elements split the element-wise kernels into parallel work.
+const ELEMWISE_ROW: usize = 1 << 12;
+
+impl CustomOp2 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let gate = contiguous::<f32>(s1, l1, "swiglu")?;
+        let up = contiguous::<f32>(s2, l2, "swiglu")?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!("swiglu: gate {:?} and up {:?}", l1.shape(), l2.shape());
+        }
+        let mut out = vec![0f32; gate.len()];
+        for_rows(&mut out, ELEMWISE_ROW, |i, o| {
+            let at = i * ELEMWISE_ROW;
+            let (gate, up) = (&gate[at..at + o.len()], &up[at..at + o.len()]);
+            neg_exp(gate, o);
+            for ((o, &g), &u) in o.iter_mut().zip(gate).zip(up) {
+                *o = g / (1.0 + *o) * u;
+            }
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        gate: &Tensor,
+        up: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let both = gate.apply_op3_no_bwd(up, &g.contiguous()?, &SwiGluGrad)?;
+        let n = gate.elem_count();
+        let d_gate = both.narrow(0, 0, n)?.reshape(gate.shape())?;
+        let d_up = both.narrow(0, n, n)?.reshape(up.shape())?;
+        Ok((Some(d_gate), Some(d_up)))
+    }
+}
+
+/// Returns [2n]: ∂/∂gate = g·up·σ(x)·(1 + x·(1 − σ(x))) with x = gate, then ∂/∂up = g·SiLU(x).
+struct SwiGluGrad;
+
+impl CustomOp3 for SwiGluGrad {
+    fn name(&self) -> &'static str {
+        "swiglu-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        let gate = contiguous::<f32>(s1, l1, "swiglu grad")?;
+        let up = contiguous::<f32>(s2, l2, "swiglu grad")?;
+        let g = contiguous::<f32>(s3, l3, "swiglu grad")?;
+        let n = gate.len();
+        let mut out = vec![0f32; 2 * n];
+        let (d_gate, d_up) = out.split_at_mut(n);
+        let grads = |i: usize, dg: &mut [f32], du: &mut [f32]| {
+            let at = i * ELEMWISE_ROW;
+            neg_exp(&gate[at..at + dg.len()], dg);
+            for j in 0..dg.len() {
+                let (x, u, gj) = (gate[at + j], up[at + j], g[at + j]);
+                let s = 1.0 / (1.0 + dg[j]);
+                dg[j] = gj * u * s * (1.0 + x * (1.0 - s));
+                du[j] = gj * x * s;
+            }
+        };
+        d_gate
+            .par_chunks_mut(ELEMWISE_ROW)
+            .zip(d_up.par_chunks_mut(ELEMWISE_ROW))
+            .enumerate()
+            .for_each(|(i, (dg, du))| grads(i, dg, du));
+        Ok((CpuStorage::F32(out), Shape::from(2 * n)))
     }
 }

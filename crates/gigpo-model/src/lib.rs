@@ -31,11 +31,13 @@
 pub mod atomic;
 mod attach;
 mod attention;
+mod batched;
 mod checkpoint;
 mod config;
 mod cpu;
 mod device;
 mod error;
+mod exp;
 mod fsutil;
 mod fused;
 mod generate;

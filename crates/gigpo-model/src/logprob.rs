@@ -226,7 +226,7 @@ fn head_forward(
                 let row = &logits[i * v..(i + 1) * v];
                 let dist = RowDist::new(row, p);
                 o[0] = dist.logprob(row, targets[s + i] as usize);
-                o[1] = dist.entropy(row);
+                o[1] = dist.entropy;
             });
     }
     Tensor::from_vec(out, (n, 2), rows.device())

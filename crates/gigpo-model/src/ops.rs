@@ -1,9 +1,10 @@
 //! Building blocks of the forward pass.
 //!
-//! Each op has up to three paths. Without `grad`: candle's fused kernels. With `grad` on the
-//! CPU in f32: our kernels in `fused.rs`, which record a backward step (candle's fused
-//! `rms_norm`, `softmax_last_dim` and `rope` record none). With `grad` elsewhere: composed
-//! tensor ops.
+//! Each op has up to three paths. On the CPU in f32: our kernels in `fused.rs`, which record a
+//! backward step when the input has a graph (candle's fused `rms_norm`, `softmax_last_dim` and
+//! `rope` record none); softmax and SwiGLU take them without a graph too (their exponentials are
+//! vectorised). Without `grad` otherwise: candle's fused kernels. With `grad` elsewhere:
+//! composed tensor ops.
 
 use candle_core::{DType, Tensor, D};
 
@@ -38,11 +39,11 @@ fn rms_norm_composed(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 
 /// Softmax over the last dimension.
 pub(crate) fn softmax_last(x: &Tensor, grad: bool) -> Result<Tensor> {
-    if !grad {
-        return Ok(candle_nn::ops::softmax_last_dim(x)?);
-    }
     if own_kernels(x) {
         return Ok(crate::fused::softmax_last(x)?);
+    }
+    if !grad {
+        return Ok(candle_nn::ops::softmax_last_dim(x)?);
     }
     softmax_composed(x)
 }
@@ -85,8 +86,16 @@ fn rope_composed(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     Ok((x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?)?)
 }
 
-/// SiLU(gate) · up, the gated MLP activation.
+/// SiLU(gate) · up, the gated MLP activation (one pass on the CPU in f32, with or without a
+/// graph; composed ops elsewhere).
 pub(crate) fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if own_kernels(gate) {
+        return Ok(crate::fused::swiglu(gate, up)?);
+    }
+    swiglu_composed(gate, up)
+}
+
+fn swiglu_composed(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok((candle_nn::ops::silu(gate)? * up)?)
 }
 
@@ -206,6 +215,22 @@ mod tests {
             }
         };
         compare(f, &(rand(&[2, 3, 5, 7], 3) * 4.0).unwrap(), &[]);
+    }
+
+    #[test]
+    fn swiglu_kernel_matches_composed() {
+        // One block of elements, and several with a partial last one.
+        for shape in [[5, 9], [3, 3000]] {
+            let up = Var::from_tensor(&rand(&shape, 6)).unwrap();
+            let f = |x: &Tensor, own: bool| {
+                if own {
+                    crate::fused::swiglu(x, up.as_tensor()).unwrap()
+                } else {
+                    swiglu_composed(x, up.as_tensor()).unwrap()
+                }
+            };
+            compare(f, &(rand(&shape, 2) * 6.0).unwrap(), &[&up]);
+        }
     }
 
     #[test]

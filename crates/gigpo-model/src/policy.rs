@@ -121,6 +121,7 @@ impl Policy {
         save_dtype: DType,
         seed: u64,
     ) -> Result<Self> {
+        crate::cpu::tune_matmul_threading();
         let mut trainable = Vec::new();
         let model = model.map_weights(&mut |spec, t| {
             let v = Var::from_tensor(t)?;

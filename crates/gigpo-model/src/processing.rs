@@ -131,18 +131,25 @@ pub(crate) struct RowDist {
     pub inv_t: f32,
     /// log Σ over the kept ids of exp(logit / T).
     pub lse: f32,
+    /// Entropy of the kept distribution.
+    pub entropy: f32,
 }
 
 impl RowDist {
-    /// The distribution of `row` under `p`.
+    /// The distribution of `row` under `p` (one pass of exponentials over the kept logits).
     pub fn new(row: &[f32], p: &LogitProcessing) -> Self {
         let kept = kept_set(row, p);
         let inv_t = (1.0 / p.temperature) as f32;
-        let lse = match &kept {
-            None => lse(row.iter().map(|&z| z * inv_t)),
-            Some(k) => lse(k.iter().map(|&i| row[i as usize] * inv_t)),
+        let (lse, entropy) = match &kept {
+            None => lse_entropy(row.iter().map(|&z| z * inv_t).collect()),
+            Some(k) => lse_entropy(k.iter().map(|&i| row[i as usize] * inv_t).collect()),
         };
-        RowDist { kept, inv_t, lse }
+        RowDist {
+            kept,
+            inv_t,
+            lse,
+            entropy,
+        }
     }
 
     /// Calls `f(id, z)` for every kept id.
@@ -174,35 +181,47 @@ impl RowDist {
         }
     }
 
-    /// Entropy of the kept distribution.
-    pub fn entropy(&self, row: &[f32]) -> f32 {
-        let mut pz = 0f32;
-        self.for_kept(row, |_, z| pz += (z - self.lse).exp() * z);
-        self.lse - pz
-    }
-
     /// Writes d(g_l·log π(target) + g_h·H)/d logit into `out` (zero outside the kept set).
     pub fn grad(&self, row: &[f32], target: usize, (gl, gh): (f32, f32), out: &mut [f32]) {
-        let h = self.entropy(row);
+        let h = self.entropy;
         let gl = if self.keeps(target) { gl } else { 0.0 };
         let inv_t = self.inv_t;
-        out.iter_mut().for_each(|o| *o = 0.0);
-        self.for_kept(row, |j, z| {
-            let lp = z - self.lse;
-            let p = lp.exp();
-            out[j] = (-gl * p - gh * p * (lp + h)) * inv_t;
-        });
+        let d = |p: f32, lp: f32| (-gl * p - gh * p * (lp + h)) * inv_t;
+        if self.kept.is_none() {
+            // The whole row: log-probabilities, then their exponentials in one vectorised pass.
+            for (o, &z) in out.iter_mut().zip(row) {
+                *o = z * inv_t - self.lse;
+            }
+            let mut p = out.to_vec();
+            crate::exp::exp_in_place(&mut p);
+            for (o, p) in out.iter_mut().zip(p) {
+                *o = d(p, *o);
+            }
+        } else {
+            out.iter_mut().for_each(|o| *o = 0.0);
+            self.for_kept(row, |j, z| {
+                let lp = z - self.lse;
+                out[j] = d(lp.exp(), lp);
+            });
+        }
         if gl != 0.0 {
             out[target] += gl * inv_t;
         }
     }
 }
 
-/// log Σ exp(z).
-fn lse(z: impl Iterator<Item = f32> + Clone) -> f32 {
-    let max = z.clone().fold(f32::NEG_INFINITY, f32::max);
-    if max == f32::NEG_INFINITY {
-        return max;
+/// (log Σ exp(z), entropy of softmax(z)) in one pass of exponentials: with m = max z,
+/// s = Σ e^(z−m) and u = Σ e^(z−m)·(z−m), log Σ exp(z) = m + ln s and
+/// H = −Σ p·log p = ln s − u / s.
+fn lse_entropy(mut z: Vec<f32>) -> (f32, f32) {
+    use crate::exp::{dot, exp_in_place, max, sum};
+    let m = max(&z);
+    if m == f32::NEG_INFINITY {
+        return (m, 0.0);
     }
-    max + z.map(|v| (v - max).exp()).sum::<f32>().ln()
+    z.iter_mut().for_each(|v| *v -= m);
+    let mut e = z.clone();
+    exp_in_place(&mut e);
+    let (s, u) = (sum(&e), dot(&e, &z));
+    (m + s.ln(), s.ln() - u / s)
 }

@@ -220,7 +220,6 @@ impl Transformer {
 
     /// Logits [n, vocab] of hidden rows [n, d].
     pub fn logits(&self, rows: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let head = self.lm_head.as_ref().unwrap_or(&self.embed);
-        Ok(rows.matmul(&ctx.w(head).t()?)?)
+        crate::lora::matmul_t(rows, &self.head_weight(ctx))
     }
 }
