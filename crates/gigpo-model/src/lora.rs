@@ -181,7 +181,7 @@ impl Linear {
                 return self.forward_fused(x, ad);
             }
         }
-        let mut y = matmul_t(x, &ctx.w(&self.weight))?;
+        let mut y = crate::ops::matmul_t(x, &ctx.w(&self.weight))?;
         if let Some(b) = &self.bias {
             y = y.broadcast_add(&ctx.w(b))?;
         }
@@ -250,16 +250,6 @@ impl Linear {
             }
         }
     }
-}
-
-/// x·Wᵀ for `x` [n, in] and `w` [out, in]. With few rows and no graph it is computed as
-/// (W·xᵀ)ᵀ, which runs the matrix-product kernels along the long dimension.
-pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    let few_rows = x.dim(0)? <= 16 && !x.track_op() && !w.track_op();
-    if few_rows {
-        return Ok(w.matmul(&x.t()?)?.t()?.contiguous()?);
-    }
-    Ok(x.matmul(&w.t()?)?)
 }
 
 /// Inverted dropout with a mask drawn from `rng`.

@@ -99,6 +99,19 @@ fn swiglu_composed(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     Ok((candle_nn::ops::silu(gate)? * up)?)
 }
 
+/// Rows up to which [`matmul_t`] turns the product around (a decoding step has one per sequence).
+const FEW_ROWS: usize = 16;
+
+/// x·Wᵀ for `x` [n, in] and `w` [out, in]. With at most [`FEW_ROWS`] rows and no graph it is
+/// computed as (W·xᵀ)ᵀ, which runs the matrix-product kernels along the long dimension.
+pub(crate) fn matmul_t(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let few_rows = x.dim(0)? <= FEW_ROWS && !x.track_op() && !w.track_op();
+    if few_rows {
+        return Ok(w.matmul(&x.t()?)?.t()?.contiguous()?);
+    }
+    Ok(x.matmul(&w.t()?)?)
+}
+
 /// Repeats key/value heads for grouped-query attention: [b, kv, t, d] → [b, kv·n, t, d].
 pub(crate) fn repeat_kv(x: Tensor, n: usize) -> Result<Tensor> {
     if n == 1 {
@@ -149,12 +162,13 @@ pub(crate) fn rope_tables(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use candle_core::{Device, Tensor, Var};
 
     use super::*;
 
-    fn rand(shape: &[usize], seed: u64) -> Tensor {
+    /// A deterministic tensor of values in [−1, 1).
+    pub(crate) fn rand(shape: &[usize], seed: u64) -> Tensor {
         let n: usize = shape.iter().product();
         let v: Vec<f32> = (0..n)
             .map(|i| (((i as u64 * 2654435761 + seed * 97) % 1000) as f32 / 500.0) - 1.0)
@@ -162,7 +176,8 @@ mod tests {
         Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
     }
 
-    fn close(a: &Tensor, b: &Tensor) -> f32 {
+    /// The largest absolute difference between `a` and `b`.
+    pub(crate) fn close(a: &Tensor, b: &Tensor) -> f32 {
         (a - b)
             .unwrap()
             .abs()

@@ -220,6 +220,6 @@ impl Transformer {
 
     /// Logits [n, vocab] of hidden rows [n, d].
     pub fn logits(&self, rows: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        crate::lora::matmul_t(rows, &self.head_weight(ctx))
+        ops::matmul_t(rows, &self.head_weight(ctx))
     }
 }
